@@ -1,0 +1,27 @@
+"""User-facing errors: each carries one line that names the file and the problem.
+
+The CLI prints ``str(error)`` and exits non-zero without a traceback; anything
+that is not an :class:`EdgeclassError` is a bug and keeps its traceback.
+"""
+
+
+class EdgeclassError(Exception):
+    """A problem with the user's input or environment, explained in one line."""
+
+    exit_code = 2
+
+
+class BundleError(EdgeclassError):
+    """A bundle directory is missing a file, or a file does not match the manifest."""
+
+
+class ModelError(EdgeclassError):
+    """A TFLite model cannot be loaded or run by any available interpreter."""
+
+
+class SourceError(EdgeclassError):
+    """A frame source cannot be opened, or stopped delivering frames for good."""
+
+
+class ImageError(EdgeclassError):
+    """A file is not a readable image."""
