@@ -1,0 +1,1 @@
+"""edgeclass.convert: training directory -> int8 TFLite bundle (and Edge TPU model)."""
