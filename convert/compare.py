@@ -1,0 +1,124 @@
+"""Measuring what conversion costs: float Keras vs int8 (and float) TFLite on the test split.
+
+TFLite models are run through :class:`edgeclass.device.classifier.Classifier`
+and :class:`edgeclass.device.preprocess.Preprocessor`, the code the Pi runs, so
+the accuracy recorded in the bundle is the accuracy of the device's whole
+path: lookup-table quantization of pixels, the interpreter, dequantized scores.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from edgeclass.device.bundle import OutputSpec
+from edgeclass.device.classifier import Classifier
+from edgeclass.device.errors import EdgeclassError
+from edgeclass.device.preprocess import InputSpec, Preprocessor
+
+from .progress import Progress, no_progress
+
+log = logging.getLogger(__name__)
+
+
+class AccuracyDropError(EdgeclassError):
+    """The quantized model lost more accuracy than allowed."""
+
+
+def predict_tflite(model_path: Path, input_spec: InputSpec, output_spec: OutputSpec, images: np.ndarray,
+                   description: str = "TFLite", progress: Progress = no_progress, num_threads: int | None = None) -> np.ndarray:
+    """Scores (N, K) for resized uint8 images, through the device's preprocessing and interpreter.
+
+    The images are already at the input size, so the Preprocessor's resize is
+    the identity and only its pixel-to-tensor step runs, exactly as on the Pi.
+    """
+    classifier = Classifier(model_path, input_spec, output_spec, num_threads=num_threads)
+    preprocess = Preprocessor(input_spec)
+    out = np.empty((len(images), output_spec.size), np.float32)
+    with progress(description, len(images)) as advance:
+        for i, image in enumerate(images):
+            out[i] = classifier.scores(preprocess(image))
+            advance()
+    return out
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """Rows: true class, columns: predicted class."""
+    matrix = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(matrix, (y_true, y_pred), 1)
+    return matrix
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Top-1 accuracy of each model on the same images, against the reference."""
+
+    labels: tuple[str, ...]
+    y_true: np.ndarray
+    predictions: dict  # model name -> (N,) predicted class indices
+    reference: str = "float"  # the Keras model
+    candidate: str = "int8"  # the model that goes into the bundle
+    confusion: dict = field(default_factory=dict)
+
+    def accuracy(self, name: str) -> float:
+        return float(np.mean(self.predictions[name] == self.y_true)) if len(self.y_true) else 0.0
+
+    @property
+    def agreement(self) -> float:
+        """Fraction of images where the candidate's top-1 equals the float Keras model's."""
+        ref, cand = self.predictions[self.reference], self.predictions[self.candidate]
+        return float(np.mean(ref == cand)) if len(ref) else 0.0
+
+    @property
+    def drop_pp(self) -> float:
+        """Accuracy lost by the candidate, in percentage points (negative: it gained)."""
+        return 100.0 * (self.accuracy(self.reference) - self.accuracy(self.candidate))
+
+    def per_class(self) -> dict:
+        rows = {}
+        for i, label in enumerate(self.labels):
+            mask = self.y_true == i
+            n = int(mask.sum())
+            acc = {name: (float(np.mean(pred[mask] == i)) if n else None) for name, pred in self.predictions.items()}
+            ref, cand = acc[self.reference], acc[self.candidate]
+            rows[label] = {"images": n, **{f"{k}_accuracy": v for k, v in acc.items()},
+                           "delta_pp": None if n == 0 else round(100.0 * (cand - ref), 3)}
+        return rows
+
+    def metrics(self) -> dict:
+        """The bundle's ``metrics`` section (fractions; deltas in percentage points)."""
+        out = {f"{name}_accuracy": round(self.accuracy(name), 6) for name in self.predictions}
+        # Keys the bundle contract promises, whatever the candidate is called.
+        out["float_accuracy"] = round(self.accuracy(self.reference), 6)
+        out["agreement"] = round(self.agreement, 6)
+        out["drop_pp"] = round(self.drop_pp, 3)
+        out["compared"] = f"{self.candidate} TFLite vs float Keras"
+        out["split"] = "test"
+        out["test_images"] = int(len(self.y_true))
+        out["per_class"] = self.per_class()
+        return out
+
+
+def compare(labels: Sequence[str], y_true: Sequence[int], scores: dict, candidate: str = "int8") -> Comparison:
+    """Build a :class:`Comparison` from per-model score arrays (name -> (N, K))."""
+    y = np.asarray(y_true, np.int64)
+    predictions = {name: np.argmax(s, axis=1).astype(np.int64) if len(s) else np.zeros(0, np.int64)
+                   for name, s in scores.items()}
+    confusion = {name: confusion_matrix(y, p, len(labels)) for name, p in predictions.items()}
+    return Comparison(tuple(labels), y, predictions, candidate=candidate, confusion=confusion)
+
+
+def check_drop(comparison: Comparison, max_drop_pp: float, hint: str = "") -> None:
+    """Raise :class:`AccuracyDropError` when the candidate lost more than ``max_drop_pp`` points."""
+    drop = comparison.drop_pp
+    if drop > max_drop_pp:
+        ref, cand = comparison.accuracy(comparison.reference), comparison.accuracy(comparison.candidate)
+        raise AccuracyDropError(
+            f"{comparison.candidate} accuracy {cand:.2%} is {drop:.2f} points below float {ref:.2%} on "
+            f"{len(comparison.y_true)} test images, more than --max-drop {max_drop_pp:g}; no bundle written"
+            + (f" ({hint})" if hint else "")
+        )

@@ -1,0 +1,301 @@
+"""Training directory -> bundle: the steps of ``edgeclass convert`` in order.
+
+1. read and check the training directory (no TensorFlow yet, so mistakes fail fast);
+2. load model.keras, export a batch-1 SavedModel;
+3. calibrate on a stratified sample of the train split and convert to int8
+   (and to float32 TFLite, the reference and the size baseline);
+4. evaluate float Keras, float TFLite and int8 TFLite on the test split through
+   the device's own preprocessing and interpreter; refuse when the drop
+   exceeds ``max_drop``;
+5. Edge TPU pre-flight on the bundle model (always recorded, printed on request);
+6. write the bundle atomically and load it back with the device loader;
+7. with ``edgetpu``: compile, then replace the bundle atomically with one that
+   holds model_edgetpu.tflite too. A missing compiler leaves the CPU bundle.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgeclass.device.bundle import OutputSpec, load_bundle, write_bundle
+from edgeclass.device.classifier import EdgeTPU, open_classifier
+from edgeclass.device.errors import BundleError, EdgeclassError
+from edgeclass.device.interpreter import make_interpreter
+from edgeclass.device.preprocess import InputSpec, Preprocessor, ResizePolicy
+from edgeclass.train.rundir import DATASET, TrainingDir, TrainingDirError, load_training_dir
+
+from . import edgetpu_compile
+from .edgetpu_ops import Preflight, check_edgetpu
+from .progress import Progress, no_progress
+from .samples import SampleError, load_resized, stratified_sample
+
+log = logging.getLogger(__name__)
+
+NORMALIZATION_CHOICES = ("model", "device")
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """Everything ``edgeclass convert`` can be asked to do differently."""
+
+    io: str = "uint8"  # uint8 | int8 input/output tensors
+    per_tensor: bool = False
+    calibration_size: int = 200
+    float_model: bool = False  # ship a float32 TFLite model instead of int8
+    max_drop: float = 1.0  # percentage points
+    normalization: str = "model"  # where pixel normalisation happens: model | device
+    edgetpu: bool = False  # compile for the Edge TPU
+    edgetpu_compiler: Path | None = None
+    force: bool = False
+    seed: int = 0
+    name: str | None = None
+    threads: int | None = None  # interpreter threads during evaluation
+
+
+@dataclass
+class ConvertResult:
+    """What a conversion produced and measured."""
+
+    bundle: Path
+    metrics: dict
+    preflight: Preflight
+    compile_report: edgetpu_compile.CompileReport | None = None
+    seconds: dict = field(default_factory=dict)
+    sizes: dict = field(default_factory=dict)
+    comparison_text: str = ""
+
+
+def check_inputs(training_dir: Path, out_dir: Path, options: ConvertOptions) -> TrainingDir:
+    """Every check that needs no TensorFlow, so a typo fails in a second, not a minute."""
+    if options.io not in ("uint8", "int8"):
+        raise EdgeclassError(f"--io is {options.io!r}, expected uint8 or int8")
+    if options.normalization not in NORMALIZATION_CHOICES:
+        raise EdgeclassError(f"--normalization is {options.normalization!r}, expected model or device")
+    if options.calibration_size < 1:
+        raise EdgeclassError(f"--calibration-size is {options.calibration_size}, expected at least 1")
+    td = load_training_dir(training_dir)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not options.force:
+        raise BundleError(f"{out_dir}: already exists; choose another output directory or pass --force to replace it")
+    if out_dir.resolve() == td.path.resolve() or td.path.resolve() in out_dir.resolve().parents:
+        raise BundleError(f"{out_dir}: is inside the training directory {td.path}; write the bundle elsewhere")
+    try:
+        ResizePolicy(td.config["resize"])
+    except ValueError:
+        choices = ", ".join(p.value for p in ResizePolicy)
+        raise TrainingDirError(f"{td.path / 'config.json'}: resize is {td.config['resize']!r}, expected one of {choices}") from None
+    if not td.split_items("test"):
+        raise SampleError(f"{td.path / 'split.json'}: the test split is empty; conversion measures accuracy on it")
+    if not options.float_model:
+        stratified_sample(td.split_items("train"), options.calibration_size, td.labels, options.seed,
+                          where=str(td.path / "split.json"))
+    return td
+
+
+def convert_training_dir(training_dir: str | Path, out_dir: str | Path, options: ConvertOptions = ConvertOptions(),
+                         progress: Progress = no_progress) -> ConvertResult:
+    """Convert a training directory into a verified bundle at ``out_dir`` (see module docstring)."""
+    out_dir = Path(out_dir)
+    td = check_inputs(Path(training_dir), out_dir, options)
+    from . import quantize  # TensorFlow from here on
+
+    seconds: dict[str, float] = {}
+    policy = ResizePolicy(td.config["resize"])
+    model = quantize.load_model(td.model_path)
+    height, width = quantize.check_model(model, td.model_path, td.input_size, len(td.labels))
+    normalization = None
+    export_model = model
+    if options.normalization == "device":
+        export_model, normalization = quantize.split_normalization(model, td.model_path)
+
+    with tempfile.TemporaryDirectory(prefix="edgeclass-convert-") as work_name:
+        work = Path(work_name)
+        start = time.perf_counter()
+        saved = quantize.export_saved_model(export_model, work / "saved_model")
+        seconds["export"] = time.perf_counter() - start
+
+        float_path = work / "float" / "model.tflite"
+        float_path.parent.mkdir()
+        start = time.perf_counter()
+        float_path.write_bytes(quantize.convert_float(saved))
+        seconds["convert_float"] = time.perf_counter() - start
+
+        int8_path = None
+        if not options.float_model:
+            chosen = stratified_sample(td.split_items("train"), options.calibration_size, td.labels, options.seed,
+                                       where=str(td.path / "split.json"))
+            calibration = load_resized([p for p, _ in chosen], height, width, policy, progress, "calibration images")
+            start = time.perf_counter()
+            int8_path = work / "int8" / "model.tflite"
+            int8_path.parent.mkdir()
+            int8_path.write_bytes(quantize.convert_int8(saved, calibration, options.io, options.per_tensor,
+                                                        normalization, progress))
+            seconds["convert_int8"] = time.perf_counter() - start
+            del calibration
+
+        # Evaluation: every model sees the same resized pixels.
+        test = td.split_items("test")
+        images = load_resized([p for p, _ in test], height, width, policy, progress, "test images")
+        y_true = [label for _, label in test]
+        start = time.perf_counter()
+        scores = {"float": quantize.predict_keras(model, images, progress=progress)}
+        seconds["evaluate_keras"] = time.perf_counter() - start
+        float_specs = specs_from_model(float_path, policy, normalization)
+        start = time.perf_counter()
+        scores["float_tflite"] = _predict(float_path, float_specs, images, "float TFLite", progress, options)
+        seconds["evaluate_float_tflite"] = time.perf_counter() - start
+        candidate, bundle_model, specs = "float_tflite", float_path, float_specs
+        if int8_path is not None:
+            specs = specs_from_model(int8_path, policy, normalization)
+            start = time.perf_counter()
+            scores["int8"] = _predict(int8_path, specs, images, f"{options.io} TFLite", progress, options)
+            seconds["evaluate_int8"] = time.perf_counter() - start
+            candidate, bundle_model = "int8", int8_path
+        del images
+
+        from .compare import check_drop, compare
+        from .report import comparison_table, write_report
+
+        comparison = compare(td.labels, y_true, scores, candidate=candidate)
+        text = comparison_table(comparison)
+        log.info("accuracy on %d test images:\n%s", len(y_true), text.rstrip())
+        check_drop(comparison, options.max_drop,
+                   hint="try --calibration-size larger, or --float; --max-drop raises the limit")
+
+        preflight = check_edgetpu(bundle_model)
+        sizes = {"keras_bytes": td.model_path.stat().st_size, "float_tflite_bytes": float_path.stat().st_size}
+        if int8_path is not None:
+            sizes["int8_tflite_bytes"] = int8_path.stat().st_size
+        metrics = comparison.metrics()
+        metrics["model_sizes"] = sizes
+        metrics["conversion_seconds"] = round(seconds["export"] + seconds.get("convert_int8", seconds["convert_float"]), 2)
+        report_dir = write_report(work / "report", comparison, metrics, extra={"edgetpu_preflight": preflight.to_json()})
+
+        bundle_kwargs = dict(
+            model=bundle_model,
+            labels=list(td.labels),
+            input_spec=specs[0],
+            output_spec=specs[1],
+            name=options.name or out_dir.name,
+            report_dir=report_dir,
+            provenance=provenance(td, options, quantize.tensorflow_version(), seconds),
+            metrics=metrics,
+        )
+        write_bundle(out_dir, edgetpu={"compiled": False, "preflight": preflight.to_json()},
+                     force=options.force, **bundle_kwargs)
+        validate_bundle(out_dir)
+        log.info("bundle written to %s", out_dir)
+        result = ConvertResult(out_dir, metrics, preflight, seconds=seconds, sizes=sizes, comparison_text=text)
+
+        if options.edgetpu:
+            result.compile_report = compile_into_bundle(out_dir, preflight, bundle_kwargs, options, work)
+    return result
+
+
+def _predict(path: Path, specs: tuple[InputSpec, OutputSpec], images: np.ndarray, description: str,
+             progress: Progress, options: ConvertOptions) -> np.ndarray:
+    from .compare import predict_tflite
+
+    return predict_tflite(path, specs[0], specs[1], images, description, progress, num_threads=options.threads)
+
+
+def specs_from_model(model_path: Path, policy: ResizePolicy, normalization=None) -> tuple[InputSpec, OutputSpec]:
+    """The manifest's input and output sections, read from the converted model's own tensors."""
+    interpreter = make_interpreter(model_path, num_threads=1)
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    in_dtype, out_dtype = np.dtype(inp["dtype"]).name, np.dtype(out["dtype"]).name
+    in_scale, in_zero = inp["quantization"]
+    out_scale, out_zero = out["quantization"]
+    shape = [int(d) for d in inp["shape"]]
+    input_spec = InputSpec(
+        height=shape[1],
+        width=shape[2],
+        dtype=in_dtype,
+        scale=float(in_scale) if in_dtype != "float32" else 1.0,
+        zero_point=int(in_zero) if in_dtype != "float32" else 0,
+        resize=policy,
+        mean=normalization.mean if normalization else (0.0, 0.0, 0.0),
+        std=normalization.std if normalization else (1.0, 1.0, 1.0),
+        normalization="device" if normalization else "model",
+    )
+    output_spec = OutputSpec(
+        size=int(np.prod(out["shape"])),
+        dtype=out_dtype,
+        scale=float(out_scale) if out_dtype != "float32" else 1.0,
+        zero_point=int(out_zero) if out_dtype != "float32" else 0,
+        scores="probabilities",  # the training contract: a softmax output
+    )
+    return input_spec, output_spec
+
+
+def provenance(td: TrainingDir, options: ConvertOptions, tf_version: str, seconds: dict) -> dict:
+    """Where the bundle came from: the training run's identity and the conversion settings."""
+    config = td.config
+    dataset = {}
+    if (td.path / DATASET).is_file():
+        import json
+
+        try:
+            dataset = json.loads((td.path / DATASET).read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            log.warning("%s: not valid JSON; provenance will lack the dataset fingerprint", td.path / DATASET)
+    keys = ("backbone", "alpha", "input_size", "resize", "weights", "epochs", "seed")
+    return {
+        **{k: config.get(k) for k in keys if k in config},
+        "dataset_fingerprint": dataset.get("fingerprint") if isinstance(dataset, dict) else None,
+        "trained_with": config.get("edgeclass_version"),
+        "training_dir": str(td.path.resolve()),
+        "made_by": "edgeclass convert",
+        "conversion": {
+            "quantization": "float32" if options.float_model else "int8 full-integer post-training",
+            "io": None if options.float_model else options.io,
+            "weights": "per-tensor" if options.per_tensor else "per-channel",
+            "calibration_size": None if options.float_model else options.calibration_size,
+            "calibration_source": "train split, stratified by class",
+            "calibration_seed": options.seed,
+            "normalization": options.normalization,
+            "tensorflow": tf_version,
+            "seconds": {k: round(v, 2) for k, v in seconds.items()},
+        },
+    }
+
+
+def validate_bundle(out_dir: Path) -> None:
+    """Load the written bundle as the Pi will and run one inference on it."""
+    bundle = load_bundle(out_dir)
+    classifier = open_classifier(bundle, num_threads=1, edgetpu=EdgeTPU.OFF)
+    frame = np.full((bundle.input.height, bundle.input.width, 3), 127, np.uint8)
+    scores = classifier.scores(Preprocessor(bundle.input)(frame))
+    if scores.shape != (len(bundle.labels),) or not np.all(np.isfinite(scores)):
+        raise BundleError(f"{bundle.model_path}: test inference gave {scores.shape} scores, expected {len(bundle.labels)} finite values")
+
+
+def compile_into_bundle(out_dir: Path, preflight: Preflight, bundle_kwargs: dict, options: ConvertOptions,
+                        work: Path) -> edgetpu_compile.CompileReport:
+    """Compile the bundle's model for the Edge TPU and atomically add it to the bundle."""
+    if not preflight.fully_mapped:
+        log.warning("pre-flight: %s", preflight.summary())
+    try:
+        compiler = edgetpu_compile.find_compiler(options.edgetpu_compiler)
+    except edgetpu_compile.EdgeTPUCompilerError as exc:
+        raise edgetpu_compile.EdgeTPUCompilerError(f"{exc}; the CPU bundle {out_dir} is complete and usable") from None
+    # Compile the exact bytes that are in the bundle (the hash in bundle.json covers them).
+    source = work / "edgetpu" / "model.tflite"
+    source.parent.mkdir(parents=True, exist_ok=True)
+    source.write_bytes((out_dir / "model.tflite").read_bytes())
+    try:
+        compiled, report, text = edgetpu_compile.compile_for_edgetpu(source, work / "edgetpu", compiler)
+    except edgetpu_compile.EdgeTPUCompilerError as exc:
+        raise edgetpu_compile.EdgeTPUCompilerError(f"{exc}; the CPU bundle {out_dir} is complete and usable") from None
+    log_path = bundle_kwargs["report_dir"] / "edgetpu_compiler.log"
+    log_path.write_text(text, encoding="utf-8")
+    edgetpu = {"compiled": True, "preflight": preflight.to_json(), "compiler": report.to_json()}
+    write_bundle(out_dir, edgetpu_model=compiled, edgetpu=edgetpu, force=True, **bundle_kwargs)
+    validate_bundle(out_dir)
+    return report
