@@ -1,0 +1,149 @@
+"""The ``edgeclass train`` and ``edgeclass evaluate`` commands.
+
+Nothing heavy is imported at module level: the Pi runs the same ``edgeclass``
+command without TensorFlow, and ``edgeclass --help`` must stay fast there.
+TensorFlow, Keras and matplotlib load inside the commands.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from edgeclass.device.errors import EdgeclassError
+
+NO_TENSORFLOW = "TensorFlow is not installed: pip install 'edgeclass[train]'"
+
+
+class MissingDependency(EdgeclassError):
+    """A workstation dependency is not installed."""
+
+
+def _require_tensorflow() -> None:
+    """Fail with one line (not an ImportError traceback) when TensorFlow is missing."""
+    if importlib.util.find_spec("tensorflow") is None:
+        raise MissingDependency(NO_TENSORFLOW)
+    # TensorFlow's C++ start-up chatter (oneDNN notices, CUDA probing) is not for users.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _split(text: str) -> tuple[float, float, float]:
+    try:
+        parts = tuple(float(p) for p in text.split(","))
+    except ValueError:
+        raise EdgeclassError(f"--split {text!r}: expected three fractions like 0.8,0.1,0.1") from None
+    if len(parts) != 3:
+        raise EdgeclassError(f"--split {text!r}: expected three fractions (train,val,test) like 0.8,0.1,0.1")
+    return parts  # type: ignore[return-value]
+
+
+def train_command(
+    data_dir: Path = typer.Argument(..., help="Folder with one sub-folder of images per class, or train/ val/ test/ folders of those."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Training directory to write (model.keras, labels.txt, report/...)."),
+    backbone: str = typer.Option("mobilenet_v2", help="mobilenet_v2, mobilenet_v3_small or mobilenet_v3_large."),
+    alpha: float = typer.Option(1.0, help="Width multiplier. MobileNetV2 ImageNet weights: 0.35, 0.5, 0.75, 1.0, 1.3, 1.4; V3: 0.75, 1.0."),
+    input_size: int = typer.Option(224, "--input-size", help="Square input size in pixels (MobileNet weights exist for 96, 128, 160, 192, 224)."),
+    weights: str = typer.Option("imagenet", help="imagenet (Keras cache, $KERAS_HOME/models), none, or a path to backbone weights (.h5)."),
+    epochs: int = typer.Option(12, help="Fine-tuning epochs (phase 2); 0 trains the head only."),
+    head_epochs: int = typer.Option(30, "--head-epochs", help="Head epochs on cached frozen-backbone features (phase 1, cheap)."),
+    fine_tune_layers: int = typer.Option(-1, "--fine-tune-layers", help="Top backbone layers to unfreeze in phase 2; -1 = all (BatchNorm always stays frozen)."),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    lr: float = typer.Option(3e-4, "--lr", help="Fine-tuning learning rate (cosine decay)."),
+    head_lr: float = typer.Option(1e-3, "--head-lr", help="Head learning rate."),
+    dropout: float = typer.Option(0.2, help="Dropout before the classifier."),
+    label_smoothing: float = typer.Option(0.1, "--label-smoothing"),
+    patience: int = typer.Option(4, help="Stop fine-tuning after this many epochs without val-loss improvement; 0 = never."),
+    augment: str = typer.Option("default", help="none, default, or a list like flip,rotation=0.05,zoom=0.15,brightness=0.15,contrast=0.15."),
+    class_weights: str = typer.Option("auto", "--class-weights", help="auto (on when the largest class is 1.5x the smallest), on or off."),
+    split: str = typer.Option("0.8,0.1,0.1", help="train,val,test fractions for a folder-per-class dataset."),
+    seed: int = typer.Option(42, help="Seed for the split, shuffling, augmentation and initialisation."),
+    minimalistic: bool = typer.Option(True, "--minimalistic/--no-minimalistic", help="MobileNetV3 only: the Edge-TPU-friendly variant (no hard-swish)."),
+    mixed_precision: str = typer.Option("auto", "--mixed-precision", help="auto (on with a GPU), on or off."),
+    workers: int = typer.Option(0, help="Image decoding threads; 0 = one per CPU core."),
+    check_only: bool = typer.Option(False, "--check-only", help="Scan and audit the dataset, print the audit and exit."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in OUTPUT from its last completed epoch (uses its saved settings)."),
+    force: bool = typer.Option(False, "--force", help="Replace a previous run's files in OUTPUT."),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write a TensorBoard log to OUTPUT/logs/tensorboard."),
+) -> None:
+    """Fine-tune an ImageNet MobileNet on a folder of labelled photos and write a training directory with a report."""
+    from .config import Augment, Backbone, ClassWeights, TrainConfig
+
+    config = TrainConfig(
+        data_dir=str(data_dir),
+        backbone=_choice(Backbone, backbone, "--backbone"),
+        alpha=alpha,
+        input_size=input_size,
+        minimalistic=minimalistic,
+        weights=weights,
+        head_epochs=head_epochs,
+        epochs=epochs,
+        fine_tune_layers=fine_tune_layers,
+        batch_size=batch_size,
+        head_lr=head_lr,
+        lr=lr,
+        dropout=dropout,
+        label_smoothing=label_smoothing,
+        patience=patience,
+        augment=Augment.parse(augment),
+        class_weights=_choice(ClassWeights, class_weights, "--class-weights"),
+        split=_split(split),
+        seed=seed,
+        mixed_precision=mixed_precision,
+        workers=workers,
+    )
+    if check_only:
+        from .run import check_dataset
+
+        check_dataset(config)
+        return
+    if output is None:
+        raise EdgeclassError("missing -o/--output: the training directory to write (e.g. -o runs/flowers)")
+    _require_tensorflow()
+    from .run import train
+
+    try:
+        metrics = train(config, output, resume=resume, force=force, tensorboard=tensorboard)
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted: continue with 'edgeclass train --resume -o {output} {data_dir}'", err=True)
+        raise typer.Exit(130) from None
+    gap = metrics.get("train_val_gap", {})
+    typer.echo(
+        f"test accuracy {metrics['accuracy']:.3f} on {metrics['num_images']} images "
+        f"(train {gap.get('train_accuracy', float('nan')):.3f}, val {gap.get('val_accuracy', float('nan')):.3f}); "
+        f"training directory: {Path(output)}"
+    )
+
+
+def evaluate_command(
+    model: Path = typer.Argument(..., help="A training directory, or a .keras model with labels.txt next to it."),
+    dataset: Optional[Path] = typer.Argument(None, help="Folder-per-class dataset (or train/val/test folders). Default: the training directory's own test split."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Report directory (default: MODEL/report for its own test split, else ./report)."),
+    split: str = typer.Option("test", help="Which split to evaluate when DATASET has train/val/test folders."),
+    batch_size: int = typer.Option(64, "--batch-size"),
+    workers: int = typer.Option(0, help="Image decoding threads; 0 = one per CPU core."),
+) -> None:
+    """Evaluate a trained model on a folder dataset: metrics.json, classification report, confusion matrix, worst errors."""
+    if split not in ("train", "val", "test"):
+        raise EdgeclassError(f"--split {split!r}: expected train, val or test")
+    _require_tensorflow()
+    from .evaluate import evaluate
+
+    metrics, report_dir = evaluate(model, dataset, output, split=split, batch_size=batch_size, workers=workers)
+    typer.echo(f"accuracy {metrics['accuracy']:.3f} on {metrics['num_images']} images; report: {report_dir}")
+
+
+def _choice(enum_cls, value: str, option: str):
+    try:
+        return enum_cls(value)
+    except ValueError:
+        raise EdgeclassError(f"{option} is {value!r}, expected one of {', '.join(e.value for e in enum_cls)}") from None
+
+
+def register(app: typer.Typer) -> None:
+    """Attach ``train`` and ``evaluate`` to the main ``edgeclass`` app."""
+    app.command("train")(train_command)
+    app.command("evaluate")(evaluate_command)

@@ -1,0 +1,162 @@
+"""Two-phase fine-tuning with resumable state.
+
+Phase 1 (head): the backbone is frozen and BatchNorm runs in inference mode,
+so the backbone is a fixed function of the image. Its pooled features are
+computed once for the train and val images and the head is trained on them:
+one forward pass instead of one per epoch, which is what makes many head
+epochs affordable on a CPU. (Augmentation is left to phase 2; the head only
+needs a good starting point.)
+
+Phase 2 (fine-tune): the top of the backbone is unfrozen (BatchNorm stays
+frozen) and the whole model trains on augmented batches at a lower, cosine
+decaying learning rate, with early stopping on val loss and the best epoch kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .callbacks import (
+    append_csv,
+    load_optimizer,
+    make_checkpoint_callback,
+    make_progress_callback,
+    write_state,
+)
+from .config import TrainConfig
+from .evaluate import predict
+from .model import build_backbone, build_model, feature_extractor, set_fine_tuning
+from .pipeline import make_dataset
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Data:
+    """The decoded-image cache and what the trainer needs to know per row."""
+
+    images: np.ndarray  # (N, H, W, 3) uint8, device-preprocessed
+    labels: np.ndarray  # (N,) label index per row
+    sample_weights: np.ndarray | None  # (N,) class weight per row, or None
+    split: dict[str, list[int]]  # split name -> rows
+    num_classes: int
+
+
+def device_setup(config: TrainConfig):
+    """Pick the distribution strategy and precision: GPUs when present, the CPU otherwise."""
+    import keras
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    mixed = config.mixed_precision == "on" or (config.mixed_precision == "auto" and bool(gpus))
+    # float16 compute with float32 variables: about 2x on tensor-core GPUs; the
+    # softmax layer is pinned to float32 (model.build_head) for a stable loss.
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+    if len(gpus) > 1:
+        strategy = tf.distribute.MirroredStrategy()
+        log.info("training on %d GPUs (MirroredStrategy)%s", len(gpus), ", mixed precision" if mixed else "")
+    else:
+        strategy = tf.distribute.get_strategy()
+        log.info("training on %s%s", "1 GPU" if gpus else "the CPU", ", mixed precision" if mixed else "")
+    return strategy, mixed
+
+
+def _loss(config: TrainConfig):
+    import keras
+
+    return keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
+
+
+def train_head(model, data: Data, config: TrainConfig, state: dict, ckpt_dir: Path, history_csv: Path) -> None:
+    """Phase 1: fit the head on cached features of the frozen backbone; checkpoint the result."""
+    import keras
+
+    set_fine_tuning(model, 0)
+    extractor = feature_extractor(model)
+    started = time.perf_counter()
+    train_rows, val_rows = data.split["train"], data.split["val"]
+    feats = predict(extractor, data.images, train_rows, config.batch_size, "features (frozen backbone)")
+    forward_speed = len(train_rows) / (time.perf_counter() - started)
+    val_feats = predict(extractor, data.images, val_rows, config.batch_size, "features (val)")
+    y = keras.utils.to_categorical(data.labels[train_rows], data.num_classes)
+    y_val = keras.utils.to_categorical(data.labels[val_rows], data.num_classes)
+    weights = data.sample_weights[train_rows] if data.sample_weights is not None else None
+    head = model.get_layer("head")
+    head.compile(optimizer=keras.optimizers.Adam(config.head_lr), loss=_loss(config), metrics=["accuracy"])
+    stop = keras.callbacks.EarlyStopping("val_loss", patience=max(5, config.patience), restore_best_weights=True)
+    steps = -(-len(train_rows) // config.batch_size)
+    fitted = head.fit(
+        feats, y, sample_weight=weights, validation_data=(val_feats, y_val), epochs=config.head_epochs,
+        batch_size=config.batch_size, shuffle=True, verbose=0,
+        callbacks=[stop, make_progress_callback("head (frozen backbone)", config.head_epochs, steps=steps)],
+    )
+    rows = []
+    for epoch in range(len(fitted.history["loss"])):
+        row = {"phase": "head", "epoch": epoch + 1, "step": epoch + 1, "lr": config.head_lr,
+               **{k: float(v[epoch]) for k, v in fitted.history.items()}}
+        rows.append(row)
+        append_csv(history_csv, row)
+    best = int(np.argmin(fitted.history["val_loss"]))
+    weights_file = ckpt_dir / "head.weights.h5"
+    model.save_weights(weights_file)
+    state.update(
+        phase="finetune", epoch=0, history=rows, head_epochs_run=len(rows), head_weights=weights_file.name,
+        last_weights=weights_file.name, last_optimizer=None, best_weights=weights_file.name,
+        best_val_loss=float(fitted.history["val_loss"][best]), best_epoch=f"head {best + 1}", wait=0,
+        frozen_images_per_s=round(forward_speed, 1),
+    )
+    write_state(ckpt_dir, state)
+    log.info("head: %d epochs, best val accuracy %.3f (epoch %d); frozen backbone forward %.0f images/s",
+             len(rows), fitted.history["val_accuracy"][best], best + 1, forward_speed)
+
+
+def fine_tune(model, data: Data, config: TrainConfig, state: dict, ckpt_dir: Path, history_csv: Path,
+              tensorboard_dir: Path | None = None) -> None:
+    """Phase 2: unfreeze the top of the backbone and train on augmented batches, from ``state['epoch']``."""
+    import keras
+
+    trainable = set_fine_tuning(model, config.fine_tune_layers)
+    model.compile(optimizer=keras.optimizers.Adam(config.lr), loss=_loss(config), metrics=["accuracy"])
+    initial = int(state.get("epoch", 0))
+    if initial:
+        model.optimizer.build(model.trainable_variables)
+        load_optimizer(model.optimizer, ckpt_dir / state["last_optimizer"])
+        log.info("resuming fine-tuning after epoch %d of %d", initial, config.epochs)
+    if initial >= config.epochs or (config.patience and state.get("wait", 0) >= config.patience):
+        return
+    train_rows = data.split["train"]
+    train_ds = make_dataset(data.images, train_rows, data.labels, data.num_classes, config.batch_size, shuffle=True,
+                            augment=config.augment, sample_weights=data.sample_weights, seed=config.seed + initial)
+    val_ds = make_dataset(data.images, data.split["val"], data.labels, data.num_classes, config.batch_size)
+    steps = -(-len(train_rows) // config.batch_size)
+    callbacks = [
+        make_checkpoint_callback(ckpt_dir, state, base_lr=config.lr, epochs=config.epochs, patience=config.patience,
+                                 images_per_epoch=len(train_rows), history_csv=history_csv),
+        make_progress_callback(f"fine-tune ({trainable} backbone layers)", config.epochs, initial, steps=steps),
+    ]
+    if tensorboard_dir is not None:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir)))
+    # shuffle=False: the dataset shuffles itself (Keras would only warn that it ignores the flag).
+    model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, initial_epoch=initial, shuffle=False,
+              verbose=0, callbacks=callbacks)
+
+
+def export_model(trained, config: TrainConfig, num_classes: int, weights_file: Path):
+    """A clean float32, uncompiled copy of the model holding the weights in ``weights_file``.
+
+    Rebuilding (rather than saving the training model) drops the optimizer
+    slots and any mixed-precision policy: the converter gets float32 in,
+    float32 softmax out.
+    """
+    import keras
+
+    keras.mixed_precision.set_global_policy("float32")
+    clean = build_model(config, num_classes, backbone=build_backbone(config, pretrained=False))
+    clean.load_weights(weights_file)
+    del trained
+    return clean

@@ -1,0 +1,215 @@
+"""One training run, end to end: data dir in, training directory out.
+
+Order of work (each step's output is on disk before the next starts, so
+``--resume`` can pick up after any of them)::
+
+    discover -> scan into the image cache -> split -> audit
+    -> config.json, labels.txt, split.json, dataset.json
+    -> head phase -> fine-tune epochs -> report/ -> model.keras (written last:
+       its presence marks a complete run)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgeclass.device.errors import EdgeclassError
+
+from . import rundir
+from .audit import build_audit, class_weights, print_audit
+from .callbacks import read_state, write_state
+from .config import IMBALANCE_THRESHOLD, ClassWeights, TrainConfig
+from .dataset import Layout, Record, discover, scan
+from .split import make_split, split_from_json, split_json
+
+log = logging.getLogger(__name__)
+
+SCAN = "scan.json"
+LOGS = "logs"
+HISTORY_CSV = "history.csv"
+# Everything a run writes; --force removes these and nothing else.
+OUR_FILES = (rundir.MODEL, rundir.LABELS, rundir.CONFIG, rundir.SPLIT, rundir.DATASET, rundir.REPORT, rundir.CHECKPOINTS, LOGS)
+
+
+class RunDirError(EdgeclassError):
+    """The output directory cannot be used as asked."""
+
+
+def check_dataset(config: TrainConfig) -> dict:
+    """``--check-only``: scan, split and audit without writing anything; prints the audit."""
+    layout = discover(config.data_dir)
+    records = scan(layout, workers=config.workers)
+    split = make_split(layout, records, config.split, config.seed)
+    audit = build_audit(layout, records, split)
+    print_audit(audit)
+    return audit
+
+
+def _prepare_out(out: Path, data_dir: Path, resume: bool, force: bool) -> None:
+    if out == data_dir or data_dir in out.parents:
+        raise RunDirError(f"{out}: the output directory is inside the dataset {data_dir}; "
+                          "its files would become part of the data next time (choose -o elsewhere)")
+    if resume:
+        if not (out / rundir.CONFIG).exists():
+            raise RunDirError(f"{out}: nothing to resume (no {rundir.CONFIG}; start a run without --resume)")
+        if (out / rundir.MODEL).exists():
+            raise RunDirError(f"{out}: this run already finished ({rundir.MODEL} exists); nothing to resume")
+        return
+    if out.exists() and any(out.iterdir()):
+        ours = [name for name in OUR_FILES if (out / name).exists()]
+        if not force:
+            hint = "--resume to continue it, " if (out / rundir.CONFIG).exists() and not (out / rundir.MODEL).exists() else ""
+            raise RunDirError(f"{out}: not empty ({', '.join(ours) or 'other files'}); use {hint}--force to replace "
+                              "a previous run, or choose another -o")
+        for name in ours:
+            target = out / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _scan_to_cache(layout: Layout, config: TrainConfig, ckpt: Path, resume: bool) -> tuple[list[Record], np.ndarray]:
+    """Decode every image into ``checkpoints/images-N.npy``; on resume, reuse it if no file changed."""
+    size = config.input_size
+    cache_path = ckpt / f"images-{size}.npy"
+    scan_path = ckpt / SCAN
+    if resume and cache_path.exists() and scan_path.exists():
+        saved = json.loads(scan_path.read_text(encoding="utf-8"))
+        now = scan(layout, workers=config.workers, description="checking files", decode=False)
+        if [(r.item.rel, r.sha256) for r in now] == [(d["path"], d["sha256"]) for d in saved["records"]]:
+            log.info("dataset unchanged since the run started: reusing the decoded image cache")
+            return [Record.from_json(d) for d in saved["records"]], np.load(cache_path, mmap_mode="r")
+        log.info("dataset files changed since the run started: decoding again")
+    # A memmap on disk: bounded memory for any dataset size, and reusable by --resume.
+    cache = np.lib.format.open_memmap(ckpt / "images-tmp.npy", mode="w+", dtype=np.uint8,
+                                      shape=(len(layout.items), size, size, 3))
+    records = scan(layout, cache, (size, size), config.resize, config.workers)
+    cache.flush()
+    del cache
+    os.replace(ckpt / "images-tmp.npy", cache_path)
+    _write_json(scan_path, {"input_size": size, "resize": config.resize.value, "records": [r.to_json() for r in records]})
+    return records, np.load(cache_path, mmap_mode="r")
+
+
+def train(config: TrainConfig, out: str | Path, *, resume: bool = False, force: bool = False,
+          tensorboard: bool = False) -> dict:
+    """Train and write a complete training directory at ``out``; returns the test metrics.
+
+    With ``resume``, ``config`` is ignored in favour of the one the run saved.
+    """
+    from .fit import Data, device_setup, export_model, fine_tune, train_head
+
+    started = time.perf_counter()
+    out = Path(out).expanduser().resolve()
+    data_dir = Path(config.data_dir).expanduser().resolve()
+    if resume and (out / rundir.CONFIG).exists():
+        saved = TrainConfig.from_json(json.loads((out / rundir.CONFIG).read_text(encoding="utf-8")))
+        data_dir = Path(saved.data_dir)
+        config = saved
+    _prepare_out(out, data_dir, resume, force)
+    config = config.with_(data_dir=str(data_dir))
+    ckpt = out / rundir.CHECKPOINTS
+    logs = out / LOGS
+    ckpt.mkdir(exist_ok=True)
+    logs.mkdir(exist_ok=True)
+
+    layout = discover(data_dir)
+    records, images = _scan_to_cache(layout, config, ckpt, resume)
+    if resume and (out / rundir.SPLIT).exists():
+        split = split_from_json(json.loads((out / rundir.SPLIT).read_text(encoding="utf-8")), layout, records)
+    else:
+        split = make_split(layout, records, config.split, config.seed)
+    audit = build_audit(layout, records, split)
+    print_audit(audit)
+
+    labels = layout.labels
+    index = {label: i for i, label in enumerate(labels)}
+    label_rows = np.array([index[r.item.label] for r in records], dtype=np.int64)
+    use_weights = config.class_weights is ClassWeights.ON or (
+        config.class_weights is ClassWeights.AUTO and audit["imbalance_ratio"] > IMBALANCE_THRESHOLD)
+    sample_weights = None
+    if use_weights:
+        train_counts = {label: audit["counts"][label]["train"] for label in labels}
+        cw = class_weights(train_counts, labels)
+        log.info("class weights on (imbalance %.2f): %s", audit["imbalance_ratio"], cw)
+        sample_weights = np.array([cw[r.item.label] for r in records], dtype=np.float32)
+
+    if not resume or not (out / rundir.SPLIT).exists():
+        (out / rundir.LABELS).write_text("\n".join(labels) + "\n", encoding="utf-8")
+        _write_json(out / rundir.SPLIT, split_json(layout, records, split, config.split, config.seed))
+        _write_json(out / rundir.DATASET, audit)
+        _write_json(out / rundir.CONFIG, config.to_json(dataset_fingerprint=audit["fingerprint"],
+                                                        num_classes=len(labels), class_weights_used=use_weights))
+
+    data = Data(images, label_rows, sample_weights, split, len(labels))
+    state = (read_state(ckpt) if resume else None) or {"phase": "head"}
+    import keras
+
+    keras.utils.set_random_seed(config.seed)
+    strategy, mixed = device_setup(config)
+    try:
+        from .model import build_model
+
+        with strategy.scope():
+            # On resume the weights come from the checkpoint, so the ImageNet file is not needed again.
+            model = build_model(config, len(labels), pretrained=state["phase"] == "head")
+            if state["phase"] == "head":
+                train_head(model, data, config, state, ckpt, logs / HISTORY_CSV)
+            else:
+                model.load_weights(ckpt / state["last_weights"])
+            if state["phase"] == "finetune" and config.fine_tune_layers != 0 and config.epochs > 0:
+                fine_tune(model, data, config, state, ckpt, logs / HISTORY_CSV,
+                          logs / "tensorboard" if tensorboard else None)
+        state["phase"] = "done"
+        write_state(ckpt, state)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    final = export_model(model, config, len(labels), ckpt / state["best_weights"])
+    metrics = _report(final, data, labels, out, state, config, mixed, started)
+    # model.keras last: its presence is what marks the training directory complete.
+    final.save(ckpt / "final.keras")
+    os.replace(ckpt / "final.keras", out / rundir.MODEL)
+    for leftover in list(ckpt.glob("images-*.npy")) + list(ckpt.glob("*.optimizer.npz")):
+        leftover.unlink()  # resume-only state, and the image cache is large
+    log.info("training directory complete: %s (test accuracy %.3f)", out, metrics["accuracy"])
+    return metrics
+
+
+def _report(model, data, labels, out: Path, state: dict, config: TrainConfig, mixed: bool, started: float) -> dict:
+    from .evaluate import predict, report_on
+
+    gap = {}
+    for name in ("train", "val"):
+        rows = data.split[name]
+        probs = predict(model, data.images, rows, config.batch_size, f"accuracy on {name}")
+        gap[f"{name}_accuracy"] = round(float((probs.argmax(1) == data.labels[rows]).mean()), 4)
+    gap["gap"] = round(gap["train_accuracy"] - gap["val_accuracy"], 4)
+    history = state.get("history", [])
+    finetune = [h for h in history if h["phase"] == "finetune"]
+    training = {
+        "head_epochs": state.get("head_epochs_run"),
+        "finetune_epochs": len(finetune),
+        "best_epoch": state.get("best_epoch"),
+        "best_val_loss": state.get("best_val_loss"),
+        "frozen_backbone_forward_images_per_s": state.get("frozen_images_per_s"),
+        "finetune_images_per_s": round(float(np.median([h["images_per_s"] for h in finetune])), 1) if finetune else None,
+        "wall_seconds_this_process": round(time.perf_counter() - started, 1),
+        "mixed_precision": mixed,
+    }
+    test = data.split["test"]
+    extra = {"split": "test", "train_val_gap": gap, "training": training, "backbone": config.backbone.value,
+             "alpha": config.alpha, "input_size": config.input_size}
+    return report_on(model, data.images, test, data.labels[test], labels, out / rundir.REPORT,
+                     history=history, extra=extra, batch_size=config.batch_size)
