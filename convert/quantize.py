@@ -179,11 +179,13 @@ def _representative(calibration: np.ndarray, normalization: Normalization | None
 
 def predict_keras(model, images: np.ndarray, batch_size: int = 32, progress: Progress = no_progress) -> np.ndarray:
     """Float Keras probabilities for (N, H, W, 3) uint8 resized pixels."""
+    import keras
+
     out = []
     with progress("float Keras", len(images)) as advance:
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size].astype(np.float32)
-            out.append(np.asarray(model(chunk, training=False), np.float32))
+            out.append(keras.ops.convert_to_numpy(model(chunk, training=False)).astype(np.float32))
             advance(len(chunk))
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
