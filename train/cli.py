@@ -7,7 +7,6 @@ TensorFlow, Keras and matplotlib load inside the commands.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 from typing import Optional
@@ -25,10 +24,12 @@ class MissingDependency(EdgeclassError):
 
 def _require_tensorflow() -> None:
     """Fail with one line (not an ImportError traceback) when TensorFlow is missing."""
-    if importlib.util.find_spec("tensorflow") is None:
-        raise MissingDependency(NO_TENSORFLOW)
-    # TensorFlow's C++ start-up chatter (oneDNN notices, CUDA probing) is not for users.
+    # TensorFlow's C++ start-up chatter (CUDA probing, instruction-set notices) is not for users.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        import tensorflow  # noqa: F401  (the command needs it next anyway)
+    except ImportError:
+        raise MissingDependency(NO_TENSORFLOW) from None
 
 
 def _split(text: str) -> tuple[float, float, float]:

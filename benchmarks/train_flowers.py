@@ -1,0 +1,118 @@
+"""Benchmark: ``edgeclass train`` on the shared flowers set (5 classes x 360 photos).
+
+Prints test accuracy, wall time of the whole command, and training speed with
+the backbone frozen vs unfrozen. Needs ``../shared/data`` (flowers and the
+MobileNetV2 ImageNet weights); fails with a clear message without it.
+
+    python benchmarks/train_flowers.py --alpha 0.35
+    python benchmarks/train_flowers.py --alpha 1.0 --out /tmp/bench-1.0
+
+The weights are copied into a temporary ``KERAS_HOME`` (never into the repo),
+so ``--weights imagenet`` (the default) works offline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+
+
+def keras_home_with_weights(alpha: float, input_size: int) -> Path:
+    """A KERAS_HOME whose models/ holds the shared weights file Keras will look for."""
+    from edgeclass.train.config import Backbone
+    from edgeclass.train.model import imagenet_weights_file
+
+    name = imagenet_weights_file(Backbone.MOBILENET_V2, alpha, input_size, True)
+    home = Path(os.environ.get("EDGECLASS_BENCH_KERAS_HOME", "/tmp/edgeclass-bench-keras"))
+    (home / "models").mkdir(parents=True, exist_ok=True)
+    target = home / "models" / name
+    if not target.exists():
+        source = SHARED / "weights" / name
+        if not source.exists():
+            sys.exit(f"benchmark needs {source} (the shared ImageNet weights); not found")
+        shutil.copy(source, target)
+    return home
+
+
+def speed(data_dir: Path, alpha: float, input_size: int, images: int, batch: int) -> dict:
+    """images/s of one augmented training epoch with the backbone frozen, then fully unfrozen."""
+    import numpy as np
+
+    from edgeclass.train.config import TrainConfig
+    from edgeclass.train.dataset import discover, scan
+    from edgeclass.train.model import build_model, set_fine_tuning
+    from edgeclass.train.pipeline import make_dataset
+    import keras
+
+    config = TrainConfig(str(data_dir), alpha=alpha, input_size=input_size)
+    layout = discover(data_dir)
+    step = max(1, len(layout.items) // images)
+    layout.items = layout.items[::step][:images]
+    cache = np.zeros((len(layout.items), input_size, input_size, 3), np.uint8)
+    scan(layout, cache, (input_size, input_size))
+    labels = np.array([layout.labels.index(i.label) for i in layout.items])
+    model = build_model(config, len(layout.labels))
+    out = {}
+    for name, layers_ in (("frozen", 0), ("unfrozen", -1)):
+        set_fine_tuning(model, layers_)
+        model.compile(keras.optimizers.Adam(1e-4), "categorical_crossentropy")
+        ds = make_dataset(cache, np.arange(len(cache)), labels, len(layout.labels), batch, shuffle=True, augment=config.augment)
+        model.fit(ds.take(2), verbose=0)  # trace and warm up outside the timing
+        start = time.perf_counter()
+        model.fit(ds, verbose=0)
+        out[f"{name}_epoch_images_per_s"] = round(len(cache) / (time.perf_counter() - start), 1)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--alpha", type=float, default=0.35)
+    parser.add_argument("--input-size", type=int, default=224)
+    parser.add_argument("--data", type=Path, default=SHARED / "flowers")
+    parser.add_argument("--out", type=Path, default=None, help="training directory (default /tmp/bench-flowers-ALPHA)")
+    parser.add_argument("--speed-images", type=int, default=320, help="images for the frozen/unfrozen epoch timing; 0 skips it")
+    parser.add_argument("extra", nargs="*", help="more 'edgeclass train' options, after --")
+    args = parser.parse_args()
+    if not args.data.is_dir():
+        sys.exit(f"benchmark needs the flowers dataset at {args.data}; not found")
+    out = args.out or Path(f"/tmp/bench-flowers-{args.alpha:g}")
+    env = dict(os.environ, KERAS_HOME=str(keras_home_with_weights(args.alpha, args.input_size)))
+    command = [str(Path(sys.executable).with_name("edgeclass")), "train", str(args.data), "-o", str(out), "--force",
+               "--alpha", str(args.alpha), "--input-size", str(args.input_size), *args.extra]
+    print("$", "KERAS_HOME=" + env["KERAS_HOME"], " ".join(command), flush=True)
+    start = time.perf_counter()
+    subprocess.run(command, env=env, check=True)
+    wall = time.perf_counter() - start
+    metrics = json.loads((out / "report" / "metrics.json").read_text())
+    training = metrics["training"]
+    figures = {
+        "alpha": args.alpha,
+        "input_size": args.input_size,
+        "test_accuracy": metrics["accuracy"],
+        "test_images": metrics["num_images"],
+        "train_val_gap": metrics["train_val_gap"],
+        "wall_minutes": round(wall / 60, 2),
+        "head_epochs": training["head_epochs"],
+        "finetune_epochs": training["finetune_epochs"],
+        "best_epoch": training["best_epoch"],
+        "frozen_backbone_forward_images_per_s": training["frozen_backbone_forward_images_per_s"],
+        "finetune_images_per_s": training["finetune_images_per_s"],
+    }
+    if args.speed_images:
+        os.environ["KERAS_HOME"] = env["KERAS_HOME"]
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        figures.update(speed(args.data, args.alpha, args.input_size, args.speed_images, 32))
+    print(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()
