@@ -248,7 +248,8 @@ def provenance(td: TrainingDir, options: ConvertOptions, tf_version: str, second
     keys = ("backbone", "alpha", "input_size", "resize", "weights", "epochs", "seed")
     return {
         **{k: config.get(k) for k in keys if k in config},
-        "dataset_fingerprint": dataset.get("fingerprint") if isinstance(dataset, dict) else None,
+        "dataset_fingerprint": config.get("dataset_fingerprint")
+        or (dataset.get("fingerprint") if isinstance(dataset, dict) else None),
         "trained_with": config.get("edgeclass_version"),
         "training_dir": str(td.path.resolve()),
         "made_by": "edgeclass convert",

@@ -128,6 +128,9 @@ def test_convert_command_end_to_end(tiny_run, tmp_path):
     assert "Mapped to Edge TPU" in proc.stdout  # the per-op table of --edgetpu-check
     assert "calibrating" in proc.stderr  # the progress bars
     assert load_bundle(out).manifest["provenance"]["conversion"]["calibration_size"] == 9
+    # The pre-flight alone, on the bundle just written (no TensorFlow needed for this one).
+    check = run_edgeclass("convert", out, "--edgetpu-check")
+    assert check.returncode == 0 and "model.tflite: 7 of 7 ops will run on the Edge TPU (fully mapped)" in check.stdout
 
 
 def test_default_mobilenet_v2_graph_is_fully_mapped(tiny_dataset, tmp_path):

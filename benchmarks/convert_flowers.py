@@ -1,0 +1,140 @@
+"""Benchmark: ``edgeclass convert`` on models trained on the shared flowers set.
+
+For each training directory given (made with ``edgeclass train`` or
+``benchmarks/train_flowers.py`` on ``../shared/data/flowers``) prints: float
+Keras and int8 test accuracy and the drop in percentage points (target <= 0.5,
+limit 1.0), agreement, model sizes (int8 target <= 30% of float TFLite),
+conversion wall time, int8 vs float TFLite invoke latency on this machine
+(LiteRT, 1 thread, median), and the Edge TPU pre-flight verdict (target: every
+op on the TPU for MobileNetV2).
+
+    python benchmarks/convert_flowers.py /tmp/bench-flowers-0.35 /tmp/bench-flowers-1.0
+    python benchmarks/convert_flowers.py RUN --normalization both   # also measure normalisation on the device
+
+Fails with a clear message when a training directory or the flowers data it
+points at is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def invoke_latency_ms(model: Path, input_spec, output_spec, frame, runs: int, threads: int) -> float:
+    """Median wall time of one ``invoke`` through the device's Classifier."""
+    from edgeclass.device.classifier import Classifier
+    from edgeclass.device.preprocess import Preprocessor
+
+    classifier = Classifier(model, input_spec, output_spec, num_threads=threads)
+    tensor = Preprocessor(input_spec)(frame)
+    for _ in range(5):  # warm-up: XNNPACK packs weights on the first invokes
+        classifier.invoke(tensor)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        classifier.invoke(tensor)
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def float_tflite(run: Path, work: Path) -> Path:
+    """The float32 TFLite model of a run (the latency baseline), converted like the converter does."""
+    from edgeclass.convert.quantize import convert_float, export_saved_model, load_model
+
+    model = load_model(run / "model.keras")
+    path = work / "float.tflite"
+    path.write_bytes(convert_float(export_saved_model(model, work / "saved")))
+    return path
+
+
+def bench_one(run: Path, out: Path, normalization: str, runs: int, threads: int) -> dict:
+    from edgeclass.convert.pipeline import ConvertOptions, convert_training_dir, specs_from_model
+    from edgeclass.convert.progress import rich_progress
+    from edgeclass.device.bundle import load_bundle
+    from edgeclass.device.images import load_image
+    from edgeclass.train.rundir import load_training_dir
+
+    td = load_training_dir(run)
+    first_test = td.split_items("test")[0][0]
+    if not first_test.is_file():
+        sys.exit(f"benchmark needs the flowers images the run was trained on; {first_test} not found")
+    start = time.perf_counter()
+    # max_drop 100: the benchmark reports the drop, it does not enforce it.
+    result = convert_training_dir(run, out, ConvertOptions(normalization=normalization, max_drop=100.0, force=True),
+                                  progress=rich_progress())
+    wall = time.perf_counter() - start
+    bundle = load_bundle(out)
+    frame = load_image(first_test)
+    with tempfile.TemporaryDirectory() as work:
+        fpath = float_tflite(run, Path(work))
+        fspecs = specs_from_model(fpath, bundle.input.resize)
+        float_ms = invoke_latency_ms(fpath, *fspecs, frame, runs, threads)
+    int8_ms = invoke_latency_ms(bundle.model_path, bundle.input, bundle.output, frame, runs, threads)
+    m, sizes = result.metrics, result.sizes
+    return {
+        "run": str(run),
+        "backbone": td.config.get("backbone"),
+        "alpha": td.config.get("alpha"),
+        "input_size": td.input_size,
+        "normalization": normalization,
+        "test_images": m["test_images"],
+        "float_accuracy": m["float_accuracy"],
+        "float_tflite_accuracy": m["float_tflite_accuracy"],
+        "int8_accuracy": m["int8_accuracy"],
+        "drop_pp": m["drop_pp"],
+        "agreement": m["agreement"],
+        "keras_bytes": sizes["keras_bytes"],
+        "float_tflite_bytes": sizes["float_tflite_bytes"],
+        "int8_tflite_bytes": sizes["int8_tflite_bytes"],
+        "int8_vs_float_size": round(sizes["int8_tflite_bytes"] / sizes["float_tflite_bytes"], 3),
+        "conversion_seconds": m["conversion_seconds"],
+        "convert_command_wall_seconds": round(wall, 1),
+        "float_tflite_invoke_ms": round(float_ms, 2),
+        "int8_invoke_ms": round(int8_ms, 2),
+        "threads": threads,
+        "input_quantization": [bundle.input.scale, bundle.input.zero_point],
+        "preflight": result.preflight.summary(),
+        "bundle": str(out),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="training directories trained on flowers")
+    parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "edgeclass-bench-bundles")
+    parser.add_argument("--normalization", choices=("model", "device", "both"), default="model")
+    parser.add_argument("--latency-runs", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    for run in args.runs:
+        if not (run / "model.keras").is_file():
+            sys.exit(f"benchmark needs a finished training directory; {run / 'model.keras'} not found "
+                     "(make one with: python benchmarks/train_flowers.py --alpha 0.35 --out RUN)")
+    where = ("model", "device") if args.normalization == "both" else (args.normalization,)
+    rows = []
+    for run in args.runs:
+        for norm in where:
+            row = bench_one(run, args.out / f"{run.name}-{norm}", norm, args.latency_runs, args.threads)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    print()
+    print(f"{'run':<28} {'norm':<6} {'float':>7} {'int8':>7} {'drop pp':>8} {'agree':>7} "
+          f"{'float KiB':>9} {'int8 KiB':>8} {'ratio':>6} {'conv s':>7} {'f32 ms':>7} {'int8 ms':>7}  pre-flight")
+    for r in rows:
+        print(f"{Path(r['run']).name:<28} {r['normalization']:<6} {r['float_accuracy']:>7.2%} {r['int8_accuracy']:>7.2%} "
+              f"{r['drop_pp']:>+8.2f} {r['agreement']:>7.2%} {r['float_tflite_bytes'] / 1024:>9.0f} "
+              f"{r['int8_tflite_bytes'] / 1024:>8.0f} {r['int8_vs_float_size']:>6.0%} {r['conversion_seconds']:>7.1f} "
+              f"{r['float_tflite_invoke_ms']:>7.2f} {r['int8_invoke_ms']:>7.2f}  {r['preflight'].split(': ', 1)[1]}")
+
+
+if __name__ == "__main__":
+    main()
