@@ -135,7 +135,9 @@ class FrameGrabber:
         # One lock, three wait queues: consumers wait for frames, the non-live
         # reader waits for space, the supervisor waits for events. Separate
         # conditions so a frame does not wake the supervisor and vice versa.
-        self._lock = threading.Lock()
+        # Re-entrant so close() can run in a signal handler (SIGTERM) that
+        # interrupts the main thread inside get().
+        self._lock = threading.RLock()
         self._frames = threading.Condition(self._lock)
         self._space = threading.Condition(self._lock)
         self._events = threading.Condition(self._lock)
@@ -185,6 +187,9 @@ class FrameGrabber:
     def get(self, timeout: float | None = None) -> Captured | None:
         """The next frame newer than the last one returned.
 
+        Frame indices keep increasing across reopens (the grabber offsets each new
+        source's indices past the last frame read), so they identify frames uniquely.
+
         ``None`` when a file or folder has ended or the grabber was closed;
         :class:`SourceError` once the source has failed for good;
         :class:`TimeoutError` when ``timeout`` seconds pass without a new frame
@@ -196,7 +201,7 @@ class FrameGrabber:
             while True:
                 item = self._pop()
                 if item is not None:
-                    captured, stale_preprocess = item
+                    captured, redo, preprocess = item
                     break
                 if self._fatal is not None:
                     raise self._fatal
@@ -208,8 +213,8 @@ class FrameGrabber:
                 if remaining is not None and remaining <= 0:
                     raise TimeoutError(f"{self._description}: no new frame within {timeout:g} s")
                 self._frames.wait(remaining)
-        if stale_preprocess is not None:  # queued before set_preprocess(): redo with the new one
-            captured = captured._replace(tensor=stale_preprocess(captured.frame.rgb))
+        if redo:  # queued before set_preprocess(): redo with the new function
+            captured = captured._replace(tensor=None if preprocess is None else preprocess(captured.frame.rgb))
         return captured
 
     def set_preprocess(self, preprocess: Callable[[np.ndarray], np.ndarray] | None) -> None:
@@ -279,16 +284,17 @@ class FrameGrabber:
     # -- consumer side (lock held) ------------------------------------------------
 
     def _pop(self):
-        while self._queue:
-            captured, version = self._queue.popleft()
+        while True:
+            try:
+                captured, version = self._queue.popleft()
+            except IndexError:  # empty (or emptied by close() from a signal handler)
+                return None
             self._space.notify()
             if captured.frame.index <= self._last_returned:  # never the same or an older frame
                 continue
             self._last_returned = captured.frame.index
             self._delivered += 1
-            stale = self._preprocess if version != self._preprocess_version and self._preprocess else None
-            return captured, stale
-        return None
+            return captured, version != self._preprocess_version, self._preprocess
 
     # -- supervisor thread --------------------------------------------------------
 
@@ -421,9 +427,7 @@ class FrameGrabber:
                         return
                     gen.busy_since = time.monotonic()
                 frame = source.read()
-                if frame is None:
-                    if gen.live:
-                        raise SourceError(f"{source.description}: stream ended")
+                if frame is None:  # a clean end (cameras raise instead): a file played in real time
                     self._finish(gen, "ended")
                     return
                 if not self._take(gen, frame):

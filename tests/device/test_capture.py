@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -169,6 +170,13 @@ def test_live_source_under_slow_consumer_drops_old_frames_and_serves_recent_ones
     assert max(age for _, age in got) < 0.5  # the newest frame, not one from a backlog
 
 
+def test_file_played_in_real_time_is_live_and_still_ends(clip):
+    with FrameGrabber(lambda: open_source(clip, realtime=True, fps=300)) as grabber:
+        items = drain(grabber)
+        assert grabber.live is True and grabber.stats.reopens == 0
+    assert 0 < len(items) <= 30 and [c.frame.index for c in items] == sorted(c.frame.index for c in items)
+
+
 def test_get_never_returns_the_same_frame_twice():
     source = PipeSource()
     with FrameGrabber(lambda: source) as grabber:
@@ -179,6 +187,7 @@ def test_get_never_returns_the_same_frame_twice():
             grabber.get(timeout=0.2)  # nothing new: wait, do not repeat
         source.feed(1)
         second = grabber.get(timeout=5)
+        source.hang_up()
     assert second.frame.index == first.frame.index + 1
 
 
@@ -319,6 +328,7 @@ def test_stalled_live_source_is_reopened_and_stale_frames_are_not_served():
         factory.made[0].hang_up()  # the abandoned reader wakes up and closes its source
         assert factory.made[0].closed.wait(5)
         assert grabber.stats.reopens >= 1
+        factory.made[1].hang_up()
 
 
 def test_live_read_errors_trigger_reopen_with_continuing_indices(clip):
@@ -400,6 +410,23 @@ def test_close_is_prompt_even_when_read_is_blocked(caplog):
     source.hang_up()  # the read returns: the left-behind thread releases the source
     assert source.closed.wait(5)
     assert settle_threads(baseline) <= baseline
+
+
+def test_close_from_a_signal_handler_ends_a_waiting_get():
+    """SIGTERM-style shutdown: a real signal interrupts the main thread blocked in get()."""
+    source = PipeSource()
+    grabber = FrameGrabber(lambda: source).start()
+    previous = signal.signal(signal.SIGALRM, lambda *_: grabber.close())
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        start = time.monotonic()
+        assert grabber.get(timeout=10) is None
+        assert time.monotonic() - start < 3
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        source.hang_up()
+    assert source.closed.wait(5)
 
 
 def test_no_thread_or_fd_growth_over_many_reopens(clip):
