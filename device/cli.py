@@ -204,6 +204,77 @@ def predict(
         raise EdgeclassError(f"no images classified among {', '.join(map(str, paths))}")
 
 
+@app.command()
+def run(
+    bundle: Path = typer.Option(..., "--bundle", "-b", help="Bundle directory."),
+    source: str = typer.Option(..., "--source", "-s", help="Camera index (0), /dev/videoN, rtsp:// or http:// URL, video file, image folder, or picamera2."),
+    max_frames: Optional[int] = typer.Option(None, "--max-frames", min=1, help="Stop after this many classified frames."),
+    duration: Optional[float] = typer.Option(None, "--duration", min=0.0, help="Stop after this many seconds."),
+    output: str = typer.Option("-", "--output", "-o", help="Where results go: - for stdout, or a file (appended)."),
+    fmt: str = typer.Option("human", "--format", "-f", help="jsonl (one JSON object per result) or human."),
+    emit: str = typer.Option("all", "--emit", help="all: every frame; changes: when the label changes, plus a heartbeat."),
+    heartbeat: float = typer.Option(10.0, "--heartbeat", min=0.1, help="Seconds between repeats of an unchanged label (--emit changes)."),
+    top: int = typer.Option(3, "--top-k", "-k", min=1, help="Labels per result."),
+    threshold: float = typer.Option(0.5, "--threshold", min=0.0, max=1.0, help="Below this smoothed score the answer is 'unknown'."),
+    smoothing: float = typer.Option(0.0, "--smoothing", min=0.0, max=0.99, help="Moving-average weight kept from past frames (0 = none, 0.8 ≈ last 5)."),
+    stats_interval: float = typer.Option(0.0, "--stats", min=0.0, help="Seconds between fps/latency stats records (0 = none)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Interpreter threads (default: all cores; one fewer leaves a core for capture)."),
+    edgetpu: str = typer.Option("auto", "--edgetpu", help="auto, on or off."),
+    width: Optional[int] = typer.Option(None, help="Camera capture width."),
+    height: Optional[int] = typer.Option(None, help="Camera capture height."),
+    fps: Optional[float] = typer.Option(None, help="Camera capture frame rate."),
+    stall_timeout: float = typer.Option(5.0, "--stall-timeout", min=0.1, help="Seconds without a frame before the source is reopened."),
+    give_up_after: float = typer.Option(300.0, "--give-up-after", min=0.0, help="Seconds without a good frame before exiting non-zero (0 = never)."),
+    loop: bool = typer.Option(False, "--loop", help="Replay a video file or image folder forever."),
+    wait_for_source: bool = typer.Option(False, "--wait-for-source", help="Keep retrying a camera that is absent at start (default: fail at once)."),
+    summary_json: Optional[Path] = typer.Option(None, "--summary-json", help="Write the run summary (fps, latencies) to this JSON file."),
+) -> None:
+    """Classify frames live from a camera, stream, video file or image folder."""
+    from .bundle import load_bundle
+    from .classifier import EdgeTPU
+    from .runtime import Emit, RunOptions, Runner, install_stop_signals
+    from .sinks import OutputFormat, open_sink
+
+    options = RunOptions(
+        threads=threads, edgetpu=_choice(EdgeTPU, edgetpu, "--edgetpu"), top_k=top, threshold=threshold,
+        smoothing=smoothing, emit=_choice(Emit, emit, "--emit"), heartbeat=heartbeat, stats_interval=stats_interval,
+        max_frames=max_frames, duration=duration, stall_timeout=stall_timeout,
+        give_up_after=give_up_after or None, loop=loop, wait_for_source=wait_for_source, width=width, height=height, fps=fps,
+    )
+    b = load_bundle(bundle)
+    with open_sink(_choice(OutputFormat, fmt, "--format"), output) as sink:
+        runner = Runner(b, source, sink, options)
+        restore = install_stop_signals(runner)
+        try:
+            summary = runner.run()
+        finally:
+            restore()
+    log.info("%d frames in %.1f s: %.1f fps, latency p50 %.1f ms p95 %.1f ms, %d dropped, %d reopens",
+             summary["frames"], summary["seconds"], summary["fps"], summary["latency_ms_p50"],
+             summary["latency_ms_p95"], summary["dropped"], summary["reopens"])
+    if summary_json is not None:
+        summary_json.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    if summary["frames"] == 0:
+        raise EdgeclassError(f"{source}: no frames were classified")
+
+
+@app.command()
+def bench(
+    bundle: Path = typer.Option(..., "--bundle", "-b", help="Bundle directory."),
+    frames: int = typer.Option(600, "--frames", min=10, help="Frames in the generated 640x480 test video."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Interpreter threads (default: cores - 1, at least 1)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object with all figures."),
+    workdir: Optional[Path] = typer.Option(None, "--workdir", help="Where to write the test video (default: a temporary directory)."),
+) -> None:
+    """Measure the device pipeline on this machine: invoke rate, pipeline rate, naive loop, preprocessing, start-up, memory."""
+    from .bench import run_benchmark
+
+    results = run_benchmark(bundle, frames=frames, threads=threads, workdir=workdir,
+                            progress=None if as_json else typer.echo)
+    if as_json:
+        typer.echo(json.dumps(results))
+
+
 def _attach_workstation_commands() -> None:
     """Attach train/evaluate/convert/demo when those packages provide them."""
     for module_name in ("edgeclass.train.cli", "edgeclass.convert.cli"):
@@ -229,3 +300,7 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

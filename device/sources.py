@@ -94,6 +94,12 @@ def _cv2():
         raise SourceError(
             "OpenCV is not installed: pip install 'edgeclass[device]' (opencv-python-headless)"
         ) from None
+    if "OPENCV_LOG_LEVEL" not in os.environ:
+        # OpenCV's own WARN lines ("can't open camera by index") repeat what
+        # our one-line errors already say, on every retry.
+        logging_api = getattr(getattr(cv2, "utils", None), "logging", None)
+        if logging_api is not None:
+            logging_api.setLogLevel(logging_api.LOG_LEVEL_ERROR)
     return cv2
 
 
