@@ -42,8 +42,8 @@ def report_on(model, images: np.ndarray, indices, y_true, labels, report_dir: Pa
     probs = predict(model, images, indices, batch_size)
     metrics = compute_metrics(y_true, probs.argmax(axis=1), labels)
     metrics.update(extra or {})
-    shown = np.asarray(images[np.sort(indices)])[np.argsort(np.argsort(indices))]
-    return write_report(report_dir, metrics, shown, y_true, probs, history)
+    indices = np.asarray(indices)
+    return write_report(report_dir, metrics, lambda k: np.asarray(images[indices[k]]), y_true, probs, history)
 
 
 def _model_and_labels(model_path: Path):

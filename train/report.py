@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -138,8 +139,11 @@ def plot_curves(history: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_worst(images: np.ndarray, y_true, y_pred, confidence, labels, path: Path, limit: int = 16) -> int:
-    """Grid of the most confidently wrong images with true/predicted labels; returns how many were drawn."""
+def plot_worst(image: Callable[[int], np.ndarray], y_true, y_pred, confidence, labels, path: Path, limit: int = 16) -> int:
+    """Grid of the most confidently wrong images with true/predicted labels; returns how many were drawn.
+
+    ``image(k)`` returns the k-th evaluated image (only the few drawn are loaded).
+    """
     plt = _pyplot()
     y_true, y_pred, confidence = map(np.asarray, (y_true, y_pred, confidence))
     wrong = np.flatnonzero(y_true != y_pred)
@@ -152,7 +156,7 @@ def plot_worst(images: np.ndarray, y_true, y_pred, confidence, labels, path: Pat
     if not len(wrong):
         axes[0, 0].text(0.5, 0.5, "no misclassified images", ha="center", va="center")
     for ax, i in zip(axes.flat, wrong):
-        ax.imshow(images[i])
+        ax.imshow(image(int(i)))
         ax.set_title(f"true {labels[y_true[i]]}\npred {labels[y_pred[i]]} ({confidence[i]:.2f})", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -160,15 +164,18 @@ def plot_worst(images: np.ndarray, y_true, y_pred, confidence, labels, path: Pat
     return len(wrong)
 
 
-def write_report(report_dir: Path, metrics: dict, images: np.ndarray, y_true, probs: np.ndarray,
+def write_report(report_dir: Path, metrics: dict, image: Callable[[int], np.ndarray], y_true, probs: np.ndarray,
                  history: list[dict] | None = None) -> dict:
-    """Write metrics.json, the text report and the PNGs into ``report_dir``; return the metrics."""
+    """Write metrics.json, the text report and the PNGs into ``report_dir``; return the metrics.
+
+    ``image(k)`` returns the k-th evaluated image, as the model saw it (for the worst-errors grid).
+    """
     report_dir.mkdir(parents=True, exist_ok=True)
     y_pred = probs.argmax(axis=1)
     (report_dir / METRICS).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     (report_dir / TEXT_REPORT).write_text(text_report(metrics), encoding="utf-8")
     plot_confusion(metrics, report_dir / CONFUSION_PNG)
-    plot_worst(images, y_true, y_pred, probs.max(axis=1), metrics["labels"], report_dir / WORST_PNG)
+    plot_worst(image, y_true, y_pred, probs.max(axis=1), metrics["labels"], report_dir / WORST_PNG)
     if history:
         plot_curves(history, report_dir / CURVES_PNG)
     log.info("report written to %s", report_dir)

@@ -118,6 +118,7 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, force: 
         saved = TrainConfig.from_json(json.loads((out / rundir.CONFIG).read_text(encoding="utf-8")))
         data_dir = Path(saved.data_dir)
         config = saved
+        log.info("resuming %s with the settings it started with (%s); other options are ignored", out, rundir.CONFIG)
     _prepare_out(out, data_dir, resume, force)
     config = config.with_(data_dir=str(data_dir))
     ckpt = out / rundir.CHECKPOINTS
