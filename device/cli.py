@@ -289,6 +289,10 @@ def _attach_workstation_commands() -> None:
 
 _attach_workstation_commands()
 
+from . import service_cli  # noqa: E402  (stdlib-only: systemd unit, releases, deploy)
+
+service_cli.register(app, bundle_app)
+
 
 def main() -> None:
     """Console entry point: user errors become one line on stderr and a non-zero exit."""
