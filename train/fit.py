@@ -77,6 +77,7 @@ def train_head(model, data: Data, config: TrainConfig, state: dict, ckpt_dir: Pa
     import keras
 
     set_fine_tuning(model, 0)
+    history_csv.unlink(missing_ok=True)  # a head phase restarted by --resume starts the log afresh
     extractor = feature_extractor(model)
     started = time.perf_counter()
     train_rows, val_rows = data.split["train"], data.split["val"]
@@ -146,7 +147,7 @@ def fine_tune(model, data: Data, config: TrainConfig, state: dict, ckpt_dir: Pat
               verbose=0, callbacks=callbacks)
 
 
-def export_model(trained, config: TrainConfig, num_classes: int, weights_file: Path):
+def export_model(config: TrainConfig, num_classes: int, weights_file: Path):
     """A clean float32, uncompiled copy of the model holding the weights in ``weights_file``.
 
     Rebuilding (rather than saving the training model) drops the optimizer
@@ -158,5 +159,4 @@ def export_model(trained, config: TrainConfig, num_classes: int, weights_file: P
     keras.mixed_precision.set_global_policy("float32")
     clean = build_model(config, num_classes, backbone=build_backbone(config, pretrained=False))
     clean.load_weights(weights_file)
-    del trained
     return clean

@@ -177,7 +177,7 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, force: 
         write_state(ckpt, state)
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    final = export_model(model, config, len(labels), ckpt / state["best_weights"])
+    final = export_model(config, len(labels), ckpt / state["best_weights"])
     metrics = _report(final, data, labels, out, state, config, mixed, started)
     # model.keras last: its presence is what marks the training directory complete.
     final.save(ckpt / "final.keras")
