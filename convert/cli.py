@@ -40,7 +40,7 @@ def convert(
     source: Path = typer.Argument(..., help="Training directory (from 'edgeclass train'); or, with --edgetpu-check alone, a .tflite file or bundle directory to check."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Bundle directory to create."),
     io: IOType = typer.Option(IOType.uint8, "--io", help="Input/output tensor type of the int8 model."),
-    per_tensor: bool = typer.Option(False, "--per-tensor", help="One quantization scale per weight tensor instead of per output channel."),
+    per_tensor: bool = typer.Option(False, "--per-tensor", help="One weight scale per tensor instead of per output channel (for older accelerators; MobileNetV2 loses most of its accuracy this way, which --max-drop catches)."),
     calibration_size: int = typer.Option(200, "--calibration-size", min=1, help="Train images used to calibrate int8 ranges (stratified, every class present)."),
     float_model: bool = typer.Option(False, "--float", help="Ship a float32 TFLite model instead of int8."),
     max_drop: float = typer.Option(1.0, "--max-drop", min=0.0, help="Fail when int8 test accuracy is more than this many percentage points below float."),
@@ -65,14 +65,14 @@ def convert(
         raise EdgeclassError(f"{source}: missing -o/--output BUNDLE_DIR (where to write the bundle)")
 
     from .pipeline import ConvertOptions, convert_training_dir
-    from .progress import rich_progress
+    from edgeclass.train.progress import progress_bar
 
     options = ConvertOptions(
         io=io.value, per_tensor=per_tensor, calibration_size=calibration_size, float_model=float_model,
         max_drop=max_drop, normalization=normalization.value, edgetpu=edgetpu, edgetpu_compiler=edgetpu_compiler,
         force=force, seed=seed, name=name,
     )
-    result = convert_training_dir(source, output, options, progress=rich_progress())
+    result = convert_training_dir(source, output, options, progress=progress_bar)
     m = result.metrics
     typer.echo(result.comparison_text.rstrip())
     candidate = "float TFLite" if float_model else f"int8 ({io.value} I/O)"

@@ -1,8 +1,9 @@
 """Progress reporting for long conversion steps, without tying the library to a terminal.
 
 Library functions take a ``progress`` callable: ``progress(description, total)``
-returns a context manager that yields ``advance(n=1)``. The CLI passes
-:func:`rich_progress` (bars on stderr); tests and library callers get
+returns a context manager that yields ``advance(n=1)``. That is the shape of
+:func:`edgeclass.train.progress.progress_bar`, which the CLI passes (rich bars
+on stderr, the same look as training); library callers and tests get
 :func:`no_progress` by default.
 """
 
@@ -19,22 +20,3 @@ Progress = Callable[[str, int], ContextManager[Advance]]
 def no_progress(description: str, total: int) -> Iterator[Advance]:
     """A progress reporter that reports nothing."""
     yield lambda n=1: None
-
-
-def rich_progress(console=None) -> Progress:
-    """A reporter drawing one rich progress bar per step (rich comes with typer)."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn
-
-    console = console or Console(stderr=True)
-
-    @contextlib.contextmanager
-    def progress(description: str, total: int) -> Iterator[Advance]:
-        with RichProgress(
-            TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=console, transient=False,
-        ) as bar:
-            task = bar.add_task(description, total=total)
-            yield lambda n=1: bar.advance(task, n)
-
-    return progress
