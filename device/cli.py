@@ -206,56 +206,67 @@ def predict(
 
 @app.command()
 def run(
-    bundle: Path = typer.Option(..., "--bundle", "-b", help="Bundle directory."),
-    source: str = typer.Option(..., "--source", "-s", help="Camera index (0), /dev/videoN, rtsp:// or http:// URL, video file, image folder, or picamera2."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", dir_okay=False, help="Service config (TOML, e.g. /etc/edgeclass/device.toml). Options given here override it; it overrides the bundle's defaults."),
+    bundle: Optional[Path] = typer.Option(None, "--bundle", "-b", help="Bundle directory (or [model] bundle in --config)."),
+    source: Optional[str] = typer.Option(None, "--source", "-s", help="Camera index (0), /dev/videoN, rtsp:// or http:// URL, video file, image folder, or picamera2 (or [source] source in --config)."),
     max_frames: Optional[int] = typer.Option(None, "--max-frames", min=1, help="Stop after this many classified frames."),
     duration: Optional[float] = typer.Option(None, "--duration", min=0.0, help="Stop after this many seconds."),
-    output: str = typer.Option("-", "--output", "-o", help="Where results go: - for stdout, or a file (appended)."),
-    fmt: str = typer.Option("human", "--format", "-f", help="jsonl (one JSON object per result) or human."),
-    emit: str = typer.Option("all", "--emit", help="all: every frame; changes: when the label changes, plus a heartbeat."),
-    heartbeat: float = typer.Option(10.0, "--heartbeat", min=0.1, help="Seconds between repeats of an unchanged label (--emit changes)."),
-    top: int = typer.Option(3, "--top-k", "-k", min=1, help="Labels per result."),
-    threshold: float = typer.Option(0.5, "--threshold", min=0.0, max=1.0, help="Below this smoothed score the answer is 'unknown'."),
-    smoothing: float = typer.Option(0.0, "--smoothing", min=0.0, max=0.99, help="Moving-average weight kept from past frames (0 = none, 0.8 ≈ last 5)."),
-    stats_interval: float = typer.Option(0.0, "--stats", min=0.0, help="Seconds between fps/latency stats records (0 = none)."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="Where results go: - for stdout (default), or a file (appended)."),
+    fmt: Optional[str] = typer.Option(None, "--format", "-f", help="jsonl (one JSON object per result) or human (default without --config)."),
+    emit: Optional[str] = typer.Option(None, "--emit", help="all: every frame (default without --config); changes: when the label changes, plus a heartbeat."),
+    heartbeat: Optional[float] = typer.Option(None, "--heartbeat", min=0.1, help="Seconds between repeats of an unchanged label (--emit changes; default 10)."),
+    top: Optional[int] = typer.Option(None, "--top-k", "-k", min=1, help="Labels per result (default 3)."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", min=0.0, max=1.0, help="Below this smoothed score the answer is 'unknown' (default 0.5)."),
+    smoothing: Optional[float] = typer.Option(None, "--smoothing", min=0.0, max=0.99, help="Moving-average weight kept from past frames (0 = none, the default; 0.8 ≈ last 5)."),
+    stats_interval: Optional[float] = typer.Option(None, "--stats", min=0.0, help="Seconds between fps/latency stats records (0 = none, the default without --config)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Interpreter threads (default: all cores; one fewer leaves a core for capture)."),
-    edgetpu: str = typer.Option("auto", "--edgetpu", help="auto, on or off."),
+    edgetpu: Optional[str] = typer.Option(None, "--edgetpu", help="auto (default), on or off."),
     width: Optional[int] = typer.Option(None, help="Camera capture width."),
     height: Optional[int] = typer.Option(None, help="Camera capture height."),
-    fps: Optional[float] = typer.Option(None, help="Camera capture frame rate."),
-    stall_timeout: float = typer.Option(5.0, "--stall-timeout", min=0.1, help="Seconds without a frame before the source is reopened."),
-    give_up_after: float = typer.Option(300.0, "--give-up-after", min=0.0, help="Seconds without a good frame before exiting non-zero (0 = never)."),
+    fps: Optional[float] = typer.Option(None, help="Camera capture frame rate (with --realtime: the pace of a file)."),
+    stall_timeout: Optional[float] = typer.Option(None, "--stall-timeout", min=0.1, help="Seconds without a frame before the source is reopened (default 5)."),
+    give_up_after: Optional[float] = typer.Option(None, "--give-up-after", min=0.0, help="Seconds without a good frame before exiting non-zero (0 = never; default 300)."),
     loop: bool = typer.Option(False, "--loop", help="Replay a video file or image folder forever."),
-    wait_for_source: bool = typer.Option(False, "--wait-for-source", help="Keep retrying a camera that is absent at start (default: fail at once)."),
+    realtime: bool = typer.Option(False, "--realtime", help="Pace a video file or image folder at its frame rate, like a camera."),
+    wait_for_source: bool = typer.Option(False, "--wait-for-source", help="Keep retrying a camera that is absent at start (default: fail at once; always on with --config)."),
+    state_file: Optional[Path] = typer.Option(None, "--state-file", help="Write the health state file here (default: none, or [service] state_file with --config)."),
+    save_uncertain: Optional[Path] = typer.Option(None, "--save-uncertain", help="Save frames whose top score is below [uncertain] threshold (0.3) into this folder, JPEG + JSON."),
     summary_json: Optional[Path] = typer.Option(None, "--summary-json", help="Write the run summary (fps, latencies) to this JSON file."),
 ) -> None:
-    """Classify frames live from a camera, stream, video file or image folder."""
-    from .bundle import load_bundle
-    from .classifier import EdgeTPU
-    from .runtime import Emit, RunOptions, Runner, install_stop_signals
-    from .sinks import OutputFormat, open_sink
+    """Classify frames live from a camera, stream, video file or image folder (also the systemd service's command).
 
-    options = RunOptions(
-        threads=threads, edgetpu=_choice(EdgeTPU, edgetpu, "--edgetpu"), top_k=top, threshold=threshold,
-        smoothing=smoothing, emit=_choice(Emit, emit, "--emit"), heartbeat=heartbeat, stats_interval=stats_interval,
-        max_frames=max_frames, duration=duration, stall_timeout=stall_timeout,
-        give_up_after=give_up_after or None, loop=loop, wait_for_source=wait_for_source, width=width, height=height, fps=fps,
-    )
-    b = load_bundle(bundle)
-    with open_sink(_choice(OutputFormat, fmt, "--format"), output) as sink:
-        runner = Runner(b, source, sink, options)
-        restore = install_stop_signals(runner)
-        try:
-            summary = runner.run()
-        finally:
-            restore()
+    Under systemd (Type=notify): READY=1 after the first classified frame,
+    STATUS= lines, WATCHDOG=1 from the frame loop, STOPPING=1 on SIGTERM;
+    SIGHUP re-reads --config and reloads the bundle (the old model keeps
+    running if the new one fails validation).
+    """
+    from .classifier import EdgeTPU
+    from .runtime import Emit
+    from .serve import run_service
+    from .sinks import OutputFormat
+
+    if config is None and (bundle is None or source is None):
+        raise EdgeclassError("run needs --bundle and --source, or --config FILE (with [model] bundle and [source] source)")
+    cli_values = {
+        "model": {"bundle": bundle and str(bundle), "threads": threads,
+                  "edgetpu": edgetpu and _choice(EdgeTPU, edgetpu, "--edgetpu").value},
+        "source": {"source": source, "width": width, "height": height, "fps": fps,
+                   "stall_timeout": stall_timeout, "give_up_after": give_up_after},
+        "decision": {"top_k": top, "threshold": threshold, "smoothing": smoothing, "heartbeat": heartbeat},
+        "output": {"format": fmt and _choice(OutputFormat, fmt, "--format").value, "path": output,
+                   "emit": emit and _choice(Emit, emit, "--emit").value, "stats_interval": stats_interval},
+        "service": {"state_file": state_file and str(state_file)},
+        "uncertain": {"dir": save_uncertain and str(save_uncertain)},
+    }
+    summary = run_service(config, cli_values, max_frames=max_frames, duration=duration, loop=loop,
+                          realtime=realtime, wait_for_source=wait_for_source)
     log.info("%d frames in %.1f s: %.1f fps, latency p50 %.1f ms p95 %.1f ms, %d dropped, %d reopens",
              summary["frames"], summary["seconds"], summary["fps"], summary["latency_ms_p50"],
              summary["latency_ms_p95"], summary["dropped"], summary["reopens"])
     if summary_json is not None:
         summary_json.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     if summary["frames"] == 0:
-        raise EdgeclassError(f"{source}: no frames were classified")
+        raise EdgeclassError(f"{summary['source']}: no frames were classified")
 
 
 @app.command()
@@ -277,7 +288,7 @@ def bench(
 
 def _attach_workstation_commands() -> None:
     """Attach train/evaluate/convert/demo when those packages provide them."""
-    for module_name in ("edgeclass.train.cli", "edgeclass.convert.cli"):
+    for module_name in ("edgeclass.train.cli", "edgeclass.convert.cli", "edgeclass.convert.demo"):
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:

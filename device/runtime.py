@@ -25,7 +25,7 @@ from .classifier import Classifier, EdgeTPU, open_classifier
 from .decide import Decider, Decision
 from .preprocess import Preprocessor
 from .sinks import Sink
-from .sources import open_source
+from .sources import Frame, open_source
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +53,11 @@ class RunOptions:
     duration: float | None = None
     stall_timeout: float = 5.0
     give_up_after: float | None = 300.0
+    reopen_backoff_max: float = 30.0  # longest wait between reopen attempts (the wait doubles from 0.5 s)
     skip_blank: bool = True
     wait_for_source: bool = False  # retry a camera that is absent at start (a service at boot) instead of failing
     loop: bool = False
+    realtime: bool = False  # pace a file or folder at its frame rate, like a camera (rehearsals, soak tests)
     width: int | None = None
     height: int | None = None
     fps: float | None = None
@@ -106,6 +108,25 @@ class RunHooks:
         """No frame arrived within the poll interval (the source may be stalled)."""
 
 
+class HookChain(RunHooks):
+    """Several hooks called in order (systemd supervision, uncertain-frame saving, ...)."""
+
+    def __init__(self, *hooks: RunHooks) -> None:
+        self.hooks = [h for h in hooks if h is not None]
+
+    def ready(self, runner: "Runner") -> None:
+        for hook in self.hooks:
+            hook.ready(runner)
+
+    def result(self, runner: "Runner", decision: Decision) -> None:
+        for hook in self.hooks:
+            hook.result(runner, decision)
+
+    def idle(self, runner: "Runner") -> None:
+        for hook in self.hooks:
+            hook.idle(runner)
+
+
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds")
 
@@ -128,6 +149,10 @@ class Runner:
         self.stats = RunStats()
         self.stop_event = threading.Event()
         self.grabber: FrameGrabber | None = None
+        # The frame and raw (unsmoothed) scores behind the latest decision, for
+        # hooks.result: e.g. saving the frames the model was unsure about.
+        self.frame: Frame | None = None
+        self.scores: np.ndarray | None = None
 
     def stop(self) -> None:
         """Ask the loop to finish after the current frame (safe from signal handlers and threads)."""
@@ -142,9 +167,20 @@ class Runner:
         if self.grabber is not None:
             self.grabber.set_preprocess(self.preprocess)
 
+    def set_options(self, options: RunOptions) -> None:
+        """Apply reloaded decision and output settings between frames.
+
+        Capture settings (size, stall timeout, backoff, give-up) belong to the
+        grabber, which is built once per run: they take effect on a restart.
+        """
+        old, self.options = self.options, options
+        if (old.top_k, old.threshold, old.smoothing) != (options.top_k, options.threshold, options.smoothing):
+            self.decider = Decider(self.bundle.labels, k=options.top_k, threshold=options.threshold,
+                                   smoothing=options.smoothing)
+
     def _make_source(self):
         o = self.options
-        return open_source(self.source, width=o.width, height=o.height, fps=o.fps, loop=o.loop)
+        return open_source(self.source, width=o.width, height=o.height, fps=o.fps, loop=o.loop, realtime=o.realtime)
 
     def run(self) -> dict:
         """Classify frames until done; return the summary dict."""
@@ -153,8 +189,9 @@ class Runner:
         last_emit = 0.0
         next_stats = time.monotonic() + o.stats_interval if o.stats_interval > 0 else None
         reopens_seen = 0
+        backoff = (min(0.5, o.reopen_backoff_max), o.reopen_backoff_max)
         with FrameGrabber(self._make_source, self.preprocess, stall_timeout=o.stall_timeout,
-                          give_up_after=o.give_up_after, skip_blank=o.skip_blank,
+                          reopen_backoff=backoff, give_up_after=o.give_up_after, skip_blank=o.skip_blank,
                           retry_first_open=None if o.wait_for_source else False) as grabber:
             self.grabber = grabber
             while not self.stop_event.is_set():
@@ -191,6 +228,7 @@ class Runner:
                 if st.first_result_s is None:
                     st.first_result_s = time.perf_counter() - st.started
                     self.hooks.ready(self)
+                self.frame, self.scores = captured.frame, scores
                 mono = time.monotonic()
                 event = self._event(decision, mono - last_emit)
                 if event is not None:
@@ -207,9 +245,13 @@ class Runner:
                         "infer_ms": round(infer_ms, 2),
                     })
                 self.hooks.result(self, decision)
-                if next_stats is not None and mono >= next_stats:
+                o = self.options  # a reload in hooks.result may have replaced them
+                if o.stats_interval <= 0:
+                    next_stats = None
+                elif next_stats is None or mono >= next_stats:
+                    if next_stats is not None:
+                        self._emit_stats(grabber)
                     next_stats = mono + o.stats_interval
-                    self._emit_stats(grabber)
             summary = self.stats.summary(grabber.stats.dropped, grabber.stats.reopens)
         self.grabber = None
         return summary
@@ -241,16 +283,30 @@ class Runner:
         })
 
 
-def install_stop_signals(runner: Runner) -> Callable[[], None]:
-    """SIGTERM and SIGINT stop the loop cleanly; returns a function restoring the old handlers."""
+def install_stop_signals(runner: Runner, on_stop: Callable[[], None] | None = None,
+                         on_reload: Callable[[], None] | None = None) -> Callable[[], None]:
+    """SIGTERM and SIGINT stop the loop cleanly; returns a function restoring the old handlers.
+
+    ``on_stop`` runs in the handler too (tell systemd ``STOPPING=1`` at once).
+    With ``on_reload``, SIGHUP calls it instead of killing the process; it
+    must only take note (set a flag): the loop does the work between frames.
+    """
     previous = {}
 
     def handler(signum, _frame):
         log.info("received %s, stopping", signal.Signals(signum).name)
         runner.stop()
+        if on_stop is not None:
+            on_stop()
+
+    def hup(signum, _frame):
+        log.info("received SIGHUP, reloading")
+        on_reload()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         previous[sig] = signal.signal(sig, handler)
+    if on_reload is not None:
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, hup)
 
     def restore() -> None:
         for sig, old in previous.items():
