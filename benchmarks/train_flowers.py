@@ -80,12 +80,18 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=SHARED / "flowers")
     parser.add_argument("--out", type=Path, default=None, help="training directory (default /tmp/bench-flowers-ALPHA)")
     parser.add_argument("--speed-images", type=int, default=320, help="images for the frozen/unfrozen epoch timing; 0 skips it")
+    parser.add_argument("--speed-only", action="store_true", help="only the frozen/unfrozen epoch timing, no training run")
     parser.add_argument("extra", nargs="*", help="more 'edgeclass train' options, after --")
     args = parser.parse_args()
     if not args.data.is_dir():
         sys.exit(f"benchmark needs the flowers dataset at {args.data}; not found")
     out = args.out or Path(f"/tmp/bench-flowers-{args.alpha:g}")
     env = dict(os.environ, KERAS_HOME=str(keras_home_with_weights(args.alpha, args.input_size)))
+    if args.speed_only:
+        os.environ["KERAS_HOME"] = env["KERAS_HOME"]
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        print(json.dumps(speed(args.data, args.alpha, args.input_size, args.speed_images or 320, 32), indent=2))
+        return
     command = [str(Path(sys.executable).with_name("edgeclass")), "train", str(args.data), "-o", str(out), "--force",
                "--alpha", str(args.alpha), "--input-size", str(args.input_size), *args.extra]
     print("$", "KERAS_HOME=" + env["KERAS_HOME"], " ".join(command), flush=True)
