@@ -166,7 +166,10 @@ class Preprocessor:
         mean = np.asarray(spec.mean, dtype=np.float64)[:, None]
         std = np.asarray(spec.std, dtype=np.float64)[:, None]
         real = (pixels[None, :] - mean) / std
-        q = np.round(real / spec.scale + spec.zero_point)
+        # TFLite quantizes with std::round (half away from zero) before adding
+        # the zero point; np.round would round half to even and differ by one.
+        scaled = real / spec.scale
+        q = np.sign(scaled) * np.floor(np.abs(scaled) + 0.5) + spec.zero_point
         lo, hi = (0, 255) if spec.dtype == "uint8" else (-128, 127)
         q = np.clip(q, lo, hi).astype(np.int64)
         if spec.color == "BGR":

@@ -17,7 +17,8 @@ def _reference(rgb, spec: InputSpec) -> np.ndarray:
     if spec.dtype == "float32":
         return real[None].astype(np.float32)
     lo, hi = (0, 255) if spec.dtype == "uint8" else (-128, 127)
-    q = np.clip(np.round(real / spec.scale + spec.zero_point), lo, hi)
+    scaled = real / spec.scale
+    q = np.clip(np.sign(scaled) * np.floor(np.abs(scaled) + 0.5) + spec.zero_point, lo, hi)  # std::round, as TFLite
     return q[None].astype(spec.dtype)
 
 
