@@ -225,9 +225,9 @@ class Runner:
                 st.latencies_ms.append(latency_ms)
                 st.infer_ms.append(infer_ms)
                 st.label = decision.label
-                if st.first_result_s is None:
+                first = st.first_result_s is None
+                if first:
                     st.first_result_s = time.perf_counter() - st.started
-                    self.hooks.ready(self)
                 self.frame, self.scores = captured.frame, scores
                 mono = time.monotonic()
                 event = self._event(decision, mono - last_emit)
@@ -244,6 +244,8 @@ class Runner:
                         "latency_ms": round(latency_ms, 2),
                         "infer_ms": round(infer_ms, 2),
                     })
+                if first:  # after the first result is out: "ready" means results are flowing
+                    self.hooks.ready(self)
                 self.hooks.result(self, decision)
                 o = self.options  # a reload in hooks.result may have replaced them
                 if o.stats_interval <= 0:

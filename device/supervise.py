@@ -109,7 +109,7 @@ class ServiceHooks(RunHooks):
         self._next_state = 0.0
         self._quiet_logged = False
         self._state_warned = False
-        self._reloading = False
+        self._ready_pending = False
         if self.state_file is not None:
             try:
                 self._write_state()
@@ -120,9 +120,7 @@ class ServiceHooks(RunHooks):
     # -- hooks ------------------------------------------------------------------
 
     def ready(self, runner: Runner) -> None:
-        self._running = runner.bundle
-        log.info("ready: first frame classified with %s", runner.bundle.name)
-        systemd.ready(self._status_text())
+        self._ready_pending = True  # sent by result(), which follows at once with the label
 
     def result(self, runner: Runner, decision: Decision) -> None:
         now = self.clock()
@@ -130,6 +128,11 @@ class ServiceHooks(RunHooks):
         self._frames += 1
         self._label, self._score = decision.label, decision.score
         self.liveness.frame(now)
+        if self._ready_pending:
+            self._ready_pending = False
+            log.info("ready: first frame classified with %s", runner.bundle.name)
+            systemd.ready(self._status_text())
+            self._next_status = now + STATUS_INTERVAL
         self._tick(runner, now)
 
     def idle(self, runner: Runner) -> None:
@@ -214,13 +217,11 @@ class ServiceHooks(RunHooks):
 
     def _reload_step(self, runner: Runner) -> None:
         if self.reloader.start_if_requested():
-            self._reloading = True
             systemd.reloading()
             systemd.status("reloading config and bundle")
         outcome = self.reloader.collect()
         if outcome is None:
             return
-        self._reloading = False
         if outcome.error is not None:
             self.last_error = f"reload failed: {outcome.error}"
             log.error("reload failed, still running %s: %s", runner.bundle.path, outcome.error)

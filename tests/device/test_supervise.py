@@ -1,0 +1,43 @@
+"""The watchdog policy: feed it while frames flow or the capture thread makes recovery progress, not on a hang."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from edgeclass.device.capture import GrabberStats
+from edgeclass.device.supervise import Liveness
+
+QUIET = GrabberStats(source="cam", live=True, frames_read=10, delivered=10, dropped=0, blank_skipped=0, reopens=0,
+                     last_error=None, is_stalled=False, seconds_since_frame=0.0)
+
+
+def test_frames_keep_it_healthy():
+    live = Liveness(grace=10, now=0)
+    for t in range(0, 100, 5):
+        live.frame(t)
+        assert live.healthy(t + 9)
+    assert not live.healthy(95 + 11)
+
+
+def test_recovery_progress_counts_a_frozen_recovery_does_not():
+    live = Liveness.for_options(stall_timeout=5, reopen_backoff_max=30, now=0)
+    assert live.grace == 40  # a stall is seen after 5 s, the next attempt at most 30 s later, + 5 s slack
+    live.frame(0)
+    live.observe(QUIET, 1)
+    stalled = replace(QUIET, is_stalled=True, last_error="cam: no frame for 5.0 s", reopens=1)
+    # An unplugged camera: an attempt (a new reopen or error) every <= 35 s for minutes: always healthy.
+    t = 0
+    for attempt in range(1, 10):
+        t += 35
+        live.observe(replace(stalled, reopens=attempt, last_error=f"cam: cannot open ({attempt})"), t)
+        assert live.healthy(t + 39)
+    # The driver swallowed every reader: nothing changes any more.
+    for dt in range(0, 60, 5):
+        live.observe(replace(stalled, reopens=9, last_error="cam: cannot open (9)"), t + dt)
+    assert live.healthy(t + 40) and not live.healthy(t + 41)
+
+
+def test_first_observation_is_a_baseline_not_progress():
+    live = Liveness(grace=10, now=0)
+    live.observe(replace(QUIET, reopens=3, last_error="old"), 20)  # nothing to compare with yet
+    assert not live.healthy(20)
