@@ -160,7 +160,8 @@ class ServiceHooks(RunHooks):
 
     def _tick(self, runner: Runner, now: float) -> None:
         self._update_fps(now)
-        if self.watchdog.due(self._last_ping, now):
+        # systemd arms the watchdog at READY=1; start-up has TimeoutStartSec instead.
+        if self._running is not None and self.watchdog.due(self._last_ping, now):
             if self.liveness.healthy(now):
                 self.watchdog.ping()
                 self._last_ping = now

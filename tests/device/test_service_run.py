@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -27,6 +28,9 @@ from edgeclass.device.bundle_create import create_bundle_from_model
 
 from .tinymodel import COLOURS, build_colour_classifier
 
+REPO = Path(__file__).resolve().parents[2]
+UNIT = REPO / "systemd" / "edgeclass.service"
+SHIPPED = REPO / "systemd" / "device.toml"
 FRENCH = {"red": "rouge", "green": "vert", "blue": "bleu"}
 
 
@@ -154,14 +158,46 @@ def _state(path: Path) -> dict:
         return {}
 
 
-def test_ready_after_first_result_then_watchdog_status_and_stopping_on_sigterm(service_factory, colour_bundle, colour_video, tmp_path):
-    config = _config(tmp_path / "device.toml", model={"bundle": str(colour_bundle)},
-                     source={"source": str(colour_video)}, output={"emit": "all", "stats_interval": 0},
-                     service={"state_file": "state.json", "state_interval": 0.2})
-    svc = service_factory(["--config", config, "--loop", "--realtime"])
+def _unit_settings() -> dict[str, str]:
+    settings = {}
+    for line in UNIT.read_text().splitlines():
+        if "=" in line and not line.startswith(("#", "[")):
+            key, value = line.split("=", 1)
+            settings.setdefault(key, value)
+    return settings
+
+
+def _shipped_config(tmp_path: Path, bundle: Path, source: Path) -> Path:
+    """systemd/device.toml as shipped, with only the paths that point into a Pi replaced."""
+    text = SHIPPED.read_text()
+    for old, new in (('bundle = "/var/lib/edgeclass/current"', f'bundle = "{bundle}"'),
+                     ('source = "/dev/video0"', f'source = "{source}"'),
+                     ('state_file = "/run/edgeclass/state.json"', 'state_file = "state.json"'),
+                     ("state_interval = 2.0", "state_interval = 0.2")):
+        assert old in text, old
+        text = text.replace(old, new)
+    path = tmp_path / "device.toml"
+    path.write_text(text)
+    return path
+
+
+def test_the_unit_command_under_a_stand_in_systemd(service_factory, colour_bundle, colour_video, tmp_path):
+    """ExecStart and ExecReload from systemd/edgeclass.service, the shipped config, a notify socket, a watchdog.
+
+    READY=1 arrives after the first result, then WATCHDOG=1 pings and STATUS= lines; ExecReload
+    (kill -HUP) gives RELOADING=1 then READY=1; SIGTERM gives STOPPING=1 and a clean exit in 2 s.
+    The looping, real-time video stands in for the camera (--loop --realtime added to ExecStart).
+    """
+    unit = _unit_settings()
+    assert unit["Type"] == "notify" and float(unit["WatchdogSec"]) >= 10
+    argv = shlex.split(unit["ExecStart"])
+    assert Path(argv[0]).name == "edgeclass" and argv[1:] == ["run", "--config", "/etc/edgeclass/device.toml"]
+    config = _shipped_config(tmp_path, colour_bundle, colour_video)
+    svc = service_factory([*argv[2:3], config, "--loop", "--realtime"])
     ready = svc.wait_message("READY=1")
     ready_at = svc.messages[ready][0]
     first = svc.wait_for(svc.results, what="a result")[0]
+    assert first["event"] == "change" and first["label"] == "red"  # the shipped config emits changes (jsonl)
     assert first["ts"] <= ready_at + 0.001  # the first result was out (classified and emitted) before READY=1
     svc.wait_for(lambda: len(svc.lines("WATCHDOG=1")) >= 3, timeout=20, what="3 watchdog pings")  # every 0.5 s
     svc.wait_for(lambda: any(" fps, " in line for line in svc.lines("STATUS=")), timeout=20, what="a STATUS with fps")
@@ -170,14 +206,21 @@ def test_ready_after_first_result_then_watchdog_status_and_stopping_on_sigterm(s
     state = svc.wait_for(lambda: (s := _state(tmp_path / "state.json")).get("frames") and s, what="state")
     assert state["pid"] == svc.proc.pid and state["bundle_path"] == str(colour_bundle.resolve())
     assert state["label"] in COLOURS and state["last_error"] is None
+
+    reload_cmd = unit["ExecReload"].replace("$MAINPID", str(svc.proc.pid))
+    mark = len(svc.lines())
+    subprocess.run(shlex.split(reload_cmd), check=True, timeout=10)
+    reloaded = svc.wait_message("READY=1", after=svc.wait_message("RELOADING=1", after=mark))
+    assert "reloaded: running bundle" in svc.err.read_text()
+
     sent = time.monotonic()
     svc.proc.send_signal(signal.SIGTERM)
     assert svc.proc.wait(10) == 0, svc.err.read_text()
     assert time.monotonic() - sent < 2.0
-    svc.wait_message("STOPPING=1", after=ready, timeout=5)
-    order = [line.split("=")[0] for line in svc.lines() if line in ("READY=1", "WATCHDOG=1", "STOPPING=1")]
-    assert order[0] == "READY" and order[-1] == "STOPPING" and "WATCHDOG" in order
-    assert svc.lines("READY=1") == ["READY=1"]  # once: no reload happened
+    svc.wait_message("STOPPING=1", after=reloaded, timeout=5)
+    order = [line for line in svc.lines() if line in ("READY=1", "WATCHDOG=1", "STOPPING=1", "RELOADING=1")]
+    assert order[0] == "READY=1" and order[1] == "WATCHDOG=1" and order[-1] == "STOPPING=1"
+    assert order.count("READY=1") == 2 and order.count("RELOADING=1") == 1
 
 
 def test_sighup_swaps_bundles_through_current_and_keeps_the_old_one_on_garbage(
