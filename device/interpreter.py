@@ -62,13 +62,16 @@ def find_backend(preferred: str | None = None) -> Backend:
     )
 
 
-def has_edgetpu_op(model_path: Path) -> bool:
-    """True when the model was compiled for the Edge TPU (holds ``edgetpu-custom-op``).
+def has_edgetpu_op(model: Path | bytes) -> bool:
+    """True when the model (a path or its bytes) was compiled for the Edge TPU.
 
-    The op name is stored as a plain string in the flatbuffer's operator codes,
-    so a byte search is exact enough and needs no flatbuffer parser.
+    The op name ``edgetpu-custom-op`` is stored as a plain string in the
+    flatbuffer's operator codes, so a byte search is exact enough and needs no
+    flatbuffer parser.
     """
-    with open(model_path, "rb") as fh:
+    if isinstance(model, (bytes, bytearray)):
+        return EDGETPU_OP in model
+    with open(model, "rb") as fh:
         return EDGETPU_OP in fh.read()
 
 
@@ -97,7 +100,11 @@ def make_interpreter(model_path: Path, num_threads: int | None = None, edgetpu: 
     if not model_path.is_file():
         raise ModelError(f"{model_path}: no such model file")
     backend = backend or find_backend()
-    compiled_for_tpu = has_edgetpu_op(model_path)
+    # The interpreter gets the model's bytes, not its path: it would otherwise
+    # map the file, and a file replaced in place (a careless copy onto a running
+    # release) would change the weights under a running model.
+    content = model_path.read_bytes()
+    compiled_for_tpu = has_edgetpu_op(content)
     delegates = []
     if edgetpu or compiled_for_tpu:
         problem = edgetpu_runtime_error()
@@ -115,7 +122,7 @@ def make_interpreter(model_path: Path, num_threads: int | None = None, edgetpu: 
             raise ModelError(f"{model_path}: the Edge TPU delegate failed to load ({exc}); is the Coral device plugged in?") from None
     try:
         interpreter = backend.interpreter_class(
-            model_path=str(model_path), num_threads=num_threads, experimental_delegates=delegates or None
+            model_content=content, num_threads=num_threads, experimental_delegates=delegates or None
         )
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
