@@ -207,8 +207,8 @@ def predict(
 @app.command()
 def run(
     config: Optional[Path] = typer.Option(None, "--config", "-c", dir_okay=False, help="Service config (TOML, e.g. /etc/edgeclass/device.toml). Options given here override it; it overrides the bundle's defaults."),
-    bundle: Optional[Path] = typer.Option(None, "--bundle", "-b", help="Bundle directory (or [model] bundle in --config)."),
-    source: Optional[str] = typer.Option(None, "--source", "-s", help="Camera index (0), /dev/videoN, rtsp:// or http:// URL, video file, image folder, or picamera2 (or [source] source in --config)."),
+    bundle: Optional[Path] = typer.Option(None, "--bundle", "-b", help="Bundle directory (or \\[model] bundle in --config)."),
+    source: Optional[str] = typer.Option(None, "--source", "-s", help="Camera index (0), /dev/videoN, rtsp:// or http:// URL, video file, image folder, or picamera2 (or \\[source] source in --config)."),
     max_frames: Optional[int] = typer.Option(None, "--max-frames", min=1, help="Stop after this many classified frames."),
     duration: Optional[float] = typer.Option(None, "--duration", min=0.0, help="Stop after this many seconds."),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Where results go: - for stdout (default), or a file (appended)."),
@@ -229,8 +229,8 @@ def run(
     loop: bool = typer.Option(False, "--loop", help="Replay a video file or image folder forever."),
     realtime: bool = typer.Option(False, "--realtime", help="Pace a video file or image folder at its frame rate, like a camera."),
     wait_for_source: bool = typer.Option(False, "--wait-for-source", help="Keep retrying a camera that is absent at start (default: fail at once; always on with --config)."),
-    state_file: Optional[Path] = typer.Option(None, "--state-file", help="Write the health state file here (default: none, or [service] state_file with --config)."),
-    save_uncertain: Optional[Path] = typer.Option(None, "--save-uncertain", help="Save frames whose top score is below [uncertain] threshold (0.3) into this folder, JPEG + JSON."),
+    state_file: Optional[Path] = typer.Option(None, "--state-file", help="Write the health state file here (default: none, or \\[service] state_file with --config)."),
+    save_uncertain: Optional[Path] = typer.Option(None, "--save-uncertain", help="Save frames whose top score is below \\[uncertain] threshold (0.3) into this folder, JPEG + JSON."),
     summary_json: Optional[Path] = typer.Option(None, "--summary-json", help="Write the run summary (fps, latencies) to this JSON file."),
 ) -> None:
     """Classify frames live from a camera, stream, video file or image folder (also the systemd service's command).

@@ -47,7 +47,7 @@ def service_install(
 
 @service_app.command("status")
 def service_status(
-    state_file: Path = typer.Option(Path("/run/edgeclass/state.json"), "--state-file", help="The state file the service writes ([service] state_file)."),
+    state_file: Path = typer.Option(Path("/run/edgeclass/state.json"), "--state-file", help="The state file the service writes (\\[service] state_file)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object: healthy, problems, age_s, state."),
     max_age: float = typer.Option(15.0, "--max-age", min=0.1, help="Seconds after which a state file counts as stale."),
 ) -> None:
@@ -99,7 +99,7 @@ def bundle_rollback(
 
 def deploy(
     bundle: Path = typer.Argument(..., help="Bundle directory to deploy."),
-    host: str = typer.Argument(..., help="[user@]host, as you would give it to ssh (aliases from ~/.ssh/config work)."),
+    host: str = typer.Argument(..., help="\\[user@]host, as you would give it to ssh (aliases from ~/.ssh/config work)."),
     service: str = typer.Option("edgeclass", "--service", help="systemd service to reload."),
     root: str = typer.Option("/var/lib/edgeclass", "--root", help="Releases root on the device."),
     keep: int = typer.Option(3, "--keep", min=1, help="Releases to keep on the device."),
