@@ -30,7 +30,7 @@ from .callbacks import (
 )
 from .config import TrainConfig
 from .evaluate import predict
-from .model import build_backbone, build_model, feature_extractor, set_fine_tuning
+from .model import build_backbone, build_model, feature_extractor, from_scratch, set_fine_tuning
 from .pipeline import make_dataset
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ def fine_tune(model, data: Data, config: TrainConfig, state: dict, ckpt_dir: Pat
     """Phase 2: unfreeze the top of the backbone and train on augmented batches, from ``state['epoch']``."""
     import keras
 
-    trainable = set_fine_tuning(model, config.fine_tune_layers)
+    trainable = set_fine_tuning(model, config.fine_tune_layers, train_batchnorm=from_scratch(config))
     model.compile(optimizer=keras.optimizers.Adam(config.lr), loss=_loss(config), metrics=["accuracy"])
     initial = int(state.get("epoch", 0))
     if initial:

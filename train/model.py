@@ -108,13 +108,29 @@ def build_model(config: TrainConfig, num_classes: int, backbone=None, pretrained
     x = inputs
     if config.backbone is Backbone.MOBILENET_V2:
         x = layers.Rescaling(1 / 127.5, offset=-1.0, name="normalize")(x)  # 0..255 -> -1..1
-    # training=False keeps BatchNorm in inference mode even after unfreezing:
-    # fine-tuning on a few thousand images must not overwrite ImageNet's statistics.
-    x = backbone(x, training=False)
+    if from_scratch(config):
+        # Random weights have no statistics worth keeping: BatchNorm must learn
+        # them (batch statistics in training, moving averages at inference).
+        # Keras' MobileNet momentum of 0.999 needs thousands of steps before the
+        # moving averages catch up; a short run would then predict one class for
+        # everything in inference mode. 0.9 converges within an epoch or two.
+        for layer in backbone.layers:
+            if isinstance(layer, layers.BatchNormalization):
+                layer.momentum = 0.9
+        x = backbone(x)
+    else:
+        # training=False keeps BatchNorm in inference mode even after unfreezing:
+        # fine-tuning on a few thousand images must not overwrite ImageNet's statistics.
+        x = backbone(x, training=False)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     head = build_head(num_classes, config.dropout)
     outputs = head(x)
     return keras.Model(inputs, outputs, name=f"edgeclass_{config.backbone.value}")
+
+
+def from_scratch(config: TrainConfig) -> bool:
+    """True when the backbone starts from random weights (``--weights none``)."""
+    return config.weights == "none"
 
 
 def build_head(num_classes: int, dropout: float):
@@ -135,10 +151,12 @@ def feature_extractor(model):
     return keras.Model(model.inputs, model.get_layer("pool").output, name="features")
 
 
-def set_fine_tuning(model, layers_to_train: int) -> int:
-    """Freeze the backbone except its top ``layers_to_train`` layers (-1 = all); BatchNorm stays frozen.
+def set_fine_tuning(model, layers_to_train: int, train_batchnorm: bool = False) -> int:
+    """Freeze the backbone except its top ``layers_to_train`` layers (-1 = all).
 
-    Returns the number of trainable backbone layers.
+    BatchNorm stays frozen unless ``train_batchnorm`` (a backbone trained from
+    scratch, whose statistics must be learnt). Returns the number of trainable
+    backbone layers.
     """
     from keras import layers
 
@@ -149,6 +167,6 @@ def set_fine_tuning(model, layers_to_train: int) -> int:
     start = 0 if layers_to_train < 0 else max(0, len(backbone.layers) - layers_to_train)
     trainable = 0
     for i, layer in enumerate(backbone.layers):
-        layer.trainable = i >= start and not isinstance(layer, layers.BatchNormalization)
+        layer.trainable = i >= start and (train_batchnorm or not isinstance(layer, layers.BatchNormalization))
         trainable += layer.trainable and bool(layer.weights)
     return trainable
