@@ -1,10 +1,11 @@
 """A procedurally drawn image dataset, for the demo and for tests: no downloads.
 
-Five classes of shapes (circle, triangle, square, star, cross), each drawn with
-real variation: position, scale, rotation, colour (never a clue to the class),
-textured backgrounds, uneven lighting, blur and sensor noise. A network has to
-learn shape, so a broken pipeline (wrong preprocessing, scrambled labels,
-collapsed BatchNorm) scores near chance, while a working one scores well.
+Five classes of shapes (circle, cross, square, star, triangle), each drawn with
+real variation: position, scale, rotation, colour (a typical hue per class,
+jittered, with random saturation and brightness), textured backgrounds, uneven
+lighting, blur and sensor noise. A broken pipeline (wrong preprocessing, swapped
+colour channels, scrambled labels, collapsed BatchNorm) scores badly; a working
+one scores well, even trained from random weights in a few minutes.
 """
 
 from __future__ import annotations
@@ -16,6 +17,11 @@ from typing import Callable
 import numpy as np
 
 CLASSES = ("circle", "cross", "square", "star", "triangle")
+# Each class also has a typical hue (OpenCV hue, 0..180), jittered per image:
+# like real objects (ripe tomatoes are red, most leaves green), colour is a
+# clue but not a rule. It also makes a channel-order mistake in a pipeline
+# cost accuracy, which a shape-only task would hide.
+CLASS_HUES = {"circle": 0, "cross": 60, "square": 110, "star": 25, "triangle": 145}
 
 
 def _polygon(cx: float, cy: float, radius: float, angle: float, points: list[tuple[float, float]]) -> np.ndarray:
@@ -39,26 +45,39 @@ def _shape_points(name: str) -> list[tuple[float, float]]:
 
 
 def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A textured but low-contrast background: it varies, yet never looks like a shape."""
     import cv2
 
     kind = rng.integers(4)
-    base = rng.integers(0, 256, 3).astype(np.float32)
+    # Desaturated: a grey with a faint tint, so the object's colour stands out.
+    base = rng.integers(50, 206) + rng.normal(0, 12, 3).astype(np.float32)
+    contrast = rng.uniform(10, 35)
     if kind == 0:  # smooth gradient
-        other = rng.integers(0, 256, 3).astype(np.float32)
-        t = np.linspace(0, 1, w, dtype=np.float32)[None, :, None]
-        img = base * (1 - t) + other * t + np.zeros((h, 1, 1), np.float32)
-    elif kind == 1:  # stripes
+        t = np.linspace(-1, 1, w, dtype=np.float32)[None, :, None]
+        img = base + contrast * t * rng.choice([-1, 1], 3) + np.zeros((h, 1, 1), np.float32)
+    elif kind == 1:  # faint stripes
         period = rng.uniform(6, 24)
         angle = rng.uniform(0, math.pi)
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-        wave = (np.sin((xx * math.cos(angle) + yy * math.sin(angle)) * 2 * math.pi / period) > 0)[..., None]
-        img = np.where(wave, base, base * rng.uniform(0.4, 0.8)).astype(np.float32)
+        wave = np.sin((xx * math.cos(angle) + yy * math.sin(angle)) * 2 * math.pi / period)[..., None]
+        img = base + 0.5 * contrast * wave
     elif kind == 2:  # blotchy texture
-        small = rng.integers(0, 256, (max(2, h // 16), max(2, w // 16), 3)).astype(np.float32)
-        img = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC) * 0.6 + base * 0.4
+        small = rng.normal(0, contrast, (max(2, h // 16), max(2, w // 16), 3)).astype(np.float32)
+        img = base + cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
     else:  # flat with fine grain
-        img = base + rng.normal(0, 12, (h, w, 3)).astype(np.float32)
+        img = base + rng.normal(0, contrast / 3, (h, w, 3)).astype(np.float32)
     return img
+
+
+def _object_colour(name: str, rng: np.random.Generator, background: float) -> tuple[float, float, float]:
+    """The class hue (jittered), with random saturation, and a brightness away from the background's."""
+    import cv2
+
+    hue = (CLASS_HUES[name] + rng.integers(-10, 11)) % 180
+    value = rng.uniform(40, max(41.0, background - 60)) if background > 140 else rng.uniform(min(254.0, background + 60), 255)
+    hsv = np.array([[[hue, rng.integers(140, 256), value]]], dtype=np.uint8)
+    rgb = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0]
+    return tuple(float(c) for c in rgb)
 
 
 def draw_sample(name: str, rng: np.random.Generator, size: tuple[int, int] = (160, 128)) -> np.ndarray:
@@ -67,20 +86,17 @@ def draw_sample(name: str, rng: np.random.Generator, size: tuple[int, int] = (16
 
     w, h = size
     img = _background(rng, h, w)
-    # Distractor: a thin random line or dot cluster that is not a class cue.
-    for _ in range(rng.integers(0, 3)):
+    # Distractor: sometimes a thin line that is not a class cue.
+    if rng.random() < 0.3:
         p1 = tuple(int(v) for v in (rng.integers(0, w), rng.integers(0, h)))
         p2 = tuple(int(v) for v in (rng.integers(0, w), rng.integers(0, h)))
-        cv2.line(img, p1, p2, tuple(float(c) for c in rng.integers(0, 256, 3)), int(rng.integers(1, 3)))
-    radius = rng.uniform(0.18, 0.36) * min(w, h)
-    cx = rng.uniform(radius, w - radius)
-    cy = rng.uniform(radius, h - radius)
-    colour = rng.integers(0, 256, 3).astype(np.float32)
-    # Keep the shape visible against the background around it.
-    around = img[int(cy), int(cx)]
-    if np.abs(colour - around).sum() < 150:
-        colour = 255 - around
-    colour_t = tuple(float(c) for c in colour)
+        cv2.line(img, p1, p2, tuple(float(c) for c in rng.integers(0, 256, 3)), 1, cv2.LINE_AA)
+    side = min(w, h)
+    radius = rng.uniform(0.22, 0.4) * side
+    # Keep the shape inside the central square that a centre crop keeps.
+    cx = w / 2 + rng.uniform(-1, 1) * (side / 2 - radius)
+    cy = h / 2 + rng.uniform(-1, 1) * (side / 2 - radius)
+    colour_t = _object_colour(name, rng, float(img[int(cy), int(cx)].mean()))
     if name == "circle":
         axes = (int(radius), int(radius * rng.uniform(0.85, 1.0)))
         cv2.ellipse(img, (int(cx), int(cy)), axes, float(rng.uniform(0, 180)), 0, 360, colour_t, -1, cv2.LINE_AA)
@@ -90,11 +106,11 @@ def draw_sample(name: str, rng: np.random.Generator, size: tuple[int, int] = (16
     # Uneven lighting, blur and noise.
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     lx, ly = rng.uniform(0, w), rng.uniform(0, h)
-    light = 1.0 - rng.uniform(0.0, 0.45) * np.hypot(xx - lx, yy - ly) / math.hypot(w, h)
-    img = img * light[..., None] * rng.uniform(0.7, 1.2)
+    light = 1.0 - rng.uniform(0.0, 0.3) * np.hypot(xx - lx, yy - ly) / math.hypot(w, h)
+    img = img * light[..., None] * rng.uniform(0.8, 1.15)
     if rng.random() < 0.5:
         img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.5, 1.5))
-    img += rng.normal(0, rng.uniform(2, 10), img.shape)
+    img += rng.normal(0, rng.uniform(2, 8), img.shape)
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
