@@ -37,15 +37,16 @@ def colour_frame(name: str, height: int = 120, width: int = 160, seed: int = 0) 
     return np.clip(frame.astype(int) + noise, 0, 255).astype(np.uint8)
 
 
-def write_video(path: Path, frames: list[np.ndarray], fps: float = 30.0) -> Path:
-    """Write RGB frames as an MJPEG .avi with OpenCV."""
+def write_video(path: Path, frames, fps: float = 30.0, rgb: bool = True) -> Path:
+    """Write frames (RGB, or OpenCV's BGR with ``rgb=False``) as an MJPEG .avi."""
     import cv2
 
+    frames = list(frames)
     h, w = frames[0].shape[:2]
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
     assert writer.isOpened(), "OpenCV could not open an MJPEG writer"
     for frame in frames:
-        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR) if rgb else frame)
     writer.release()
     return path
 

@@ -7,6 +7,7 @@ timeouts passed to the grabber are short so the whole file runs in seconds.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -22,6 +23,8 @@ from edgeclass.device.capture import QUEUE_DEPTH, FrameGrabber, is_blank
 from edgeclass.device.errors import SourceError
 from edgeclass.device.sources import FrameSource, VideoFile, open_source
 
+from .conftest import write_video as write_bgr_video
+
 FAST = {"reopen_backoff": (0.02, 0.1)}
 
 
@@ -29,15 +32,7 @@ def textured(i: int, w: int = 64, h: int = 48) -> np.ndarray:
     return np.random.default_rng(i).integers(0, 256, (h, w, 3), np.uint8)
 
 
-def write_video(path: Path, frames, fps: float = 30.0) -> Path:
-    frames = list(frames)
-    h, w = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
-    assert writer.isOpened()
-    for bgr in frames:
-        writer.write(bgr)
-    writer.release()
-    return path
+write_video = functools.partial(write_bgr_video, rgb=False)  # these tests build OpenCV BGR frames
 
 
 @pytest.fixture

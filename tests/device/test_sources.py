@@ -4,6 +4,7 @@ libcamera can exist on this machine)."""
 
 from __future__ import annotations
 
+import functools
 import http.server
 import logging
 import os
@@ -29,6 +30,8 @@ from edgeclass.device.sources import (
     open_source,
 )
 
+from .conftest import write_video as write_bgr_video
+
 W, H = 64, 48
 
 
@@ -41,15 +44,7 @@ def red_blue_bgr(i: int, w: int = W, h: int = H) -> np.ndarray:
     return np.clip(bgr.astype(int) + rng.integers(0, 20, bgr.shape), 0, 255).astype(np.uint8)
 
 
-def write_video(path: Path, frames, fps: float = 30.0) -> Path:
-    frames = list(frames)
-    h, w = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
-    assert writer.isOpened()
-    for bgr in frames:
-        writer.write(bgr)
-    writer.release()
-    return path
+write_video = functools.partial(write_bgr_video, rgb=False)  # these tests build OpenCV BGR frames
 
 
 @pytest.fixture
