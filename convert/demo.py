@@ -23,6 +23,12 @@ from edgeclass.device.errors import EdgeclassError
 log = logging.getLogger(__name__)
 
 GENERATED_SPLIT = (0.7, 0.1, 0.2)  # a larger test split: 1 pp of accuracy is then ~2 images, not 1
+# The demo's int8 accuracy gate. `edgeclass convert` defaults to 1.0 point, but
+# on the demo's 160 test images that is under two images, and a model trained
+# for three minutes from random weights flips a few borderline ones either way
+# when quantized (97-99% agreement). 3 points still catches a broken
+# conversion, which loses tens of points.
+DEMO_MAX_DROP = 3.0
 
 
 @dataclass
@@ -103,7 +109,7 @@ def _video_from_test_split(training_dir: Path, path: Path, limit: int = 300) -> 
 
 def run_demo(workdir: Path, data: Path | None = None, *, per_class: int = 160, alpha: float = 0.35,
              input_size: int | None = None, epochs: int | None = None, min_accuracy: float = 0.8,
-             max_drop: float = 1.0, echo=print) -> DemoResult:
+             max_drop: float = DEMO_MAX_DROP, echo=print) -> DemoResult:
     """Run every stage; each stage's line is passed to ``echo`` as soon as it finishes."""
     from edgeclass.train import synthetic
     from edgeclass.train.config import TrainConfig
@@ -163,7 +169,13 @@ def run_demo(workdir: Path, data: Path | None = None, *, per_class: int = 160, a
     # 3. convert
     started = time.perf_counter()
     bundle_dir = workdir / "bundle"
-    converted = convert_training_dir(training_dir, bundle_dir, ConvertOptions(max_drop=max_drop, force=True))
+    try:
+        converted = convert_training_dir(training_dir, bundle_dir, ConvertOptions(max_drop=max_drop, force=True))
+    except EdgeclassError as exc:  # the accuracy gate, most likely: a FAIL, not a crash
+        stage("convert", started, f"failed: {exc}")
+        result.failures.append(f"conversion: {exc}")
+        _write_summary(workdir, result)
+        return result
     m = converted.metrics
     drop_pp = m["drop_pp"]
     sizes = converted.sizes
@@ -208,11 +220,15 @@ def run_demo(workdir: Path, data: Path | None = None, *, per_class: int = 160, a
         result.failures.append(f"live accuracy on the video {live_acc:.3f} is below {min_accuracy:g}")
     if summary["frames"] != len(truth):
         result.failures.append(f"the runtime classified {summary['frames']} of {len(truth)} frames")
+    _write_summary(workdir, result)
+    return result
+
+
+def _write_summary(workdir: Path, result: DemoResult) -> None:
     (workdir / "demo-summary.json").write_text(json.dumps(
         {"passed": result.passed, "failures": result.failures, "figures": result.figures,
          "stages": [{"name": s.name, "seconds": round(s.seconds, 1), "summary": s.summary} for s in result.stages]},
         indent=2) + "\n")
-    return result
 
 
 def demo(
@@ -223,7 +239,7 @@ def demo(
     input_size: Optional[int] = typer.Option(None, "--input-size", help="Model input size (default 96 generated, 160 with --data)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=0, help="Fine-tuning epochs (default: 25 from random weights, 6 from ImageNet)."),
     min_accuracy: float = typer.Option(0.8, "--min-accuracy", min=0.0, max=1.0, help="PASS needs int8 test accuracy and live accuracy at least this."),
-    max_drop: float = typer.Option(1.0, "--max-drop", min=0.0, help="Conversion fails if int8 loses more than this many percentage points."),
+    max_drop: float = typer.Option(DEMO_MAX_DROP, "--max-drop", min=0.0, help="Conversion fails if int8 loses more than this many percentage points (the generated test split has 160 images: one image is 0.6 points)."),
 ) -> None:
     """Run the whole pipeline end to end on a generated dataset (or --data): train, convert, run on a video; PASS or FAIL."""
     from edgeclass.train.cli import _require_tensorflow

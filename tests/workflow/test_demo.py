@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 def test_demo_runs_every_stage_and_passes(tmp_path):
     work = tmp_path / "demo"
-    result = run_edgeclass("demo", "--workdir", work, "--per-class", "100", "--epochs", "15", "--min-accuracy", "0.5",
+    result = run_edgeclass("demo", "--workdir", work, "--per-class", "100", "--epochs", "15", "--min-accuracy", "0.5", "--max-drop", "10",
                            timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
