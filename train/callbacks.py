@@ -53,9 +53,17 @@ def load_optimizer(optimizer, path: Path) -> None:
         variable.assign(value)
 
 
-def cosine_lr(base: float, epoch: int, epochs: int) -> float:
-    """Cosine decay from ``base`` over ``epochs``, a function of the epoch only (so resume-safe)."""
-    return base * 0.5 * (1 + math.cos(math.pi * epoch / max(1, epochs)))
+def cosine_lr(base: float, position: float, epochs: int, warmup: int = 0) -> float:
+    """The learning rate at ``position`` (in epochs, fractional: one value per step).
+
+    A linear warm-up over the first ``warmup`` epochs, then cosine decay from
+    ``base`` towards 0 at ``epochs``. A function of the position only, so
+    ``--resume`` (which restarts at an epoch boundary) continues the same schedule.
+    """
+    warmup = min(warmup, max(0, epochs - 1))  # a run of one epoch still reaches base
+    if position < warmup:
+        return base * position / warmup
+    return base * 0.5 * (1 + math.cos(math.pi * min(1.0, (position - warmup) / max(1, epochs - warmup))))
 
 
 def _callback_base():
@@ -104,14 +112,21 @@ def _fmt(logs: dict) -> str:
 
 
 def make_checkpoint_callback(ckpt_dir: Path, state: dict, *, base_lr: float, epochs: int, patience: int,
-                             images_per_epoch: int, history_csv: Path):
-    """Per-epoch: set the cosine learning rate, then save weights/optimizer/state and stop early."""
+                             images_per_epoch: int, history_csv: Path, steps_per_epoch: int, warmup_epochs: int = 0):
+    """Per step: set the learning rate (warm-up, then cosine); per epoch: save weights/optimizer/state, stop early."""
 
     class Checkpoint(_callback_base()):
         def on_epoch_begin(self, epoch, logs=None):
-            self.lr = cosine_lr(base_lr, epoch, epochs)
-            self.model.optimizer.learning_rate = self.lr
+            self.epoch = epoch
             self.started = time.perf_counter()
+
+        def on_train_batch_begin(self, batch, logs=None):
+            # Per step, so the warm-up ramps within the first epoch instead of starting
+            # at the full rate. (On flowers it did not remove the dip in val accuracy
+            # after the first fine-tuning epoch, so that dip is not the size of the first
+            # steps; more likely the head meeting augmented images for the first time.)
+            self.lr = cosine_lr(base_lr, self.epoch + (batch + 0.5) / steps_per_epoch, epochs, warmup_epochs)
+            self.model.optimizer.learning_rate = self.lr
 
         def on_epoch_end(self, epoch, logs=None):
             logs = {k: float(v) for k, v in (logs or {}).items()}

@@ -33,6 +33,10 @@ class ClassWeights(str, Enum):
 IMBALANCE_THRESHOLD = 1.5
 V2_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 V3_ALPHAS = (0.75, 1.0)
+# Phase 2 from ImageNet weights unfreezes this many top backbone layers by default:
+# in MobileNetV2, blocks 11-16 and the last 1x1 conv. On flowers it matched
+# unfreezing everything on validation and trains 1.4-1.9x faster per epoch.
+PRETRAINED_FINE_TUNE_LAYERS = 56
 
 
 @dataclass(frozen=True)
@@ -95,10 +99,12 @@ class TrainConfig:
     weights: str = "imagenet"  # "imagenet", "none" or a path to backbone weights
     head_epochs: int = 30  # on cached backbone features: each costs well under a second
     epochs: int = 10  # fine-tuning epochs (the expensive ones)
-    fine_tune_layers: int = -1  # top backbone layers unfrozen in phase 2; -1 = all, 0 = no phase 2
+    fine_tune_layers: int | None = None  # top backbone layers unfrozen in phase 2; -1 = all, 0 = no phase 2, None = auto
     batch_size: int = 32
     head_lr: float = 1e-3
-    lr: float = 1e-4  # fine-tuning learning rate, cosine-decayed per epoch (3e-4 measurably hurt the pretrained features)
+    lr: float = 1e-4  # fine-tuning learning rate, cosine-decayed per step (3e-4 measurably hurt the pretrained features)
+    warmup_epochs: int = 1  # fine-tuning: linear per-step warm-up from 0 to lr over these epochs, then cosine
+    weight_decay: float = 0.0  # fine-tuning: decoupled (AdamW) weight decay; 0 = plain Adam
     dropout: float = 0.2
     label_smoothing: float = 0.1
     patience: int = 4  # epochs without val-loss improvement before stopping; 0 = never stop early
@@ -126,12 +132,25 @@ class TrainConfig:
             raise ConfigError(f"--split {','.join(f'{r:g}' for r in self.split)}: expected three positive fractions summing to 1, e.g. 0.8,0.1,0.1")
         if self.epochs < 0 or self.head_epochs < 1:
             raise ConfigError("--epochs must be >= 0 and --head-epochs >= 1")
+        if self.warmup_epochs < 0 or self.weight_decay < 0:
+            raise ConfigError("--warmup-epochs and --weight-decay must be >= 0")
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size {self.batch_size}: must be >= 1")
         if not 0 <= self.dropout < 1 or not 0 <= self.label_smoothing < 1:
             raise ConfigError("--dropout and --label-smoothing must be in [0, 1)")
         if self.mixed_precision not in ("auto", "on", "off"):
             raise ConfigError(f"--mixed-precision {self.mixed_precision!r}: expected auto, on or off")
+
+    @property
+    def fine_tune_top(self) -> int:
+        """The top backbone layers phase 2 unfreezes (-1 = all, 0 = none).
+
+        Auto (``None``): :data:`PRETRAINED_FINE_TUNE_LAYERS` on pretrained weights;
+        every layer from random weights, where no layer has anything worth keeping.
+        """
+        if self.fine_tune_layers is not None:
+            return self.fine_tune_layers
+        return -1 if self.weights == "none" else PRETRAINED_FINE_TUNE_LAYERS
 
     def to_json(self, **extra) -> dict:
         """``config.json``: every field plus what the converter and device need by name."""

@@ -8,8 +8,9 @@ epochs affordable on a CPU. (Augmentation is left to phase 2; the head only
 needs a good starting point.)
 
 Phase 2 (fine-tune): the top of the backbone is unfrozen (BatchNorm stays
-frozen) and the whole model trains on augmented batches at a lower, cosine
-decaying learning rate, with early stopping on val loss and the best epoch kept.
+frozen) and it trains with the head on augmented batches at a lower learning
+rate (a linear per-step warm-up over the first epoch, then cosine decay), with
+early stopping on val loss and the best epoch kept.
 """
 
 from __future__ import annotations
@@ -121,8 +122,10 @@ def fine_tune(model, data: Data, config: TrainConfig, state: dict, ckpt_dir: Pat
     """Phase 2: unfreeze the top of the backbone and train on augmented batches, from ``state['epoch']``."""
     import keras
 
-    trainable = set_fine_tuning(model, config.fine_tune_layers, train_batchnorm=from_scratch(config))
-    model.compile(optimizer=keras.optimizers.Adam(config.lr), loss=_loss(config), metrics=["accuracy"])
+    trainable = set_fine_tuning(model, config.fine_tune_top, train_batchnorm=from_scratch(config))
+    optimizer = (keras.optimizers.AdamW(config.lr, weight_decay=config.weight_decay) if config.weight_decay
+                 else keras.optimizers.Adam(config.lr))
+    model.compile(optimizer=optimizer, loss=_loss(config), metrics=["accuracy"])
     initial = int(state.get("epoch", 0))
     if initial:
         model.optimizer.build(model.trainable_variables)
@@ -137,7 +140,8 @@ def fine_tune(model, data: Data, config: TrainConfig, state: dict, ckpt_dir: Pat
     steps = -(-len(train_rows) // config.batch_size)
     callbacks = [
         make_checkpoint_callback(ckpt_dir, state, base_lr=config.lr, epochs=config.epochs, patience=config.patience,
-                                 images_per_epoch=len(train_rows), history_csv=history_csv),
+                                 images_per_epoch=len(train_rows), history_csv=history_csv, steps_per_epoch=steps,
+                                 warmup_epochs=config.warmup_epochs),
         make_progress_callback(f"fine-tune ({trainable} backbone layers)", config.epochs, initial, steps=steps),
     ]
     if tensorboard_dir is not None:

@@ -170,7 +170,7 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, force: 
                 train_head(model, data, config, state, ckpt, logs / HISTORY_CSV)
             else:
                 model.load_weights(ckpt / state["last_weights"])
-            if state["phase"] == "finetune" and config.fine_tune_layers != 0 and config.epochs > 0:
+            if state["phase"] == "finetune" and config.fine_tune_top != 0 and config.epochs > 0:
                 fine_tune(model, data, config, state, ckpt, logs / HISTORY_CSV,
                           logs / "tensorboard" if tensorboard else None)
         state["phase"] = "done"
