@@ -9,6 +9,16 @@ MobileNetV2 ImageNet weights); fails with a clear message without it.
 
 The weights are copied into a temporary ``KERAS_HOME`` (never into the repo),
 so ``--weights imagenet`` (the default) works offline.
+
+Measured with the defaults (top 56 backbone layers fine-tuned, warm-up then
+cosine), 180 test images, this 2-core CPU shared with other work:
+
+    alpha 0.35, seed 42: test 0.894, val 0.950, 3.1 min
+    alpha 0.35, seed 7:  test 0.883, val 0.922, 2.7 min
+    alpha 1.0,  seed 42: test 0.900, val 0.956, 5.4 min (train 1.000)
+
+The previous defaults (every layer fine-tuned, no warm-up) gave 0.889 / 0.906 /
+0.900 in 6-7 / 6-7 / 17.5 min: level on validation, so the gain is time.
 """
 
 from __future__ import annotations
@@ -44,7 +54,7 @@ def keras_home_with_weights(alpha: float, input_size: int) -> Path:
 
 
 def speed(data_dir: Path, alpha: float, input_size: int, images: int, batch: int) -> dict:
-    """images/s of one augmented training epoch with the backbone frozen, then fully unfrozen."""
+    """images/s of one augmented training epoch: backbone frozen, its default top unfrozen, fully unfrozen."""
     import numpy as np
 
     from edgeclass.train.config import TrainConfig
@@ -62,7 +72,7 @@ def speed(data_dir: Path, alpha: float, input_size: int, images: int, batch: int
     labels = np.array([layout.labels.index(i.label) for i in layout.items])
     model = build_model(config, len(layout.labels))
     out = {}
-    for name, layers_ in (("frozen", 0), ("unfrozen", -1)):
+    for name, layers_ in (("frozen", 0), (f"top{config.fine_tune_top}_unfrozen", config.fine_tune_top), ("unfrozen", -1)):
         set_fine_tuning(model, layers_)
         model.compile(keras.optimizers.Adam(1e-4), "categorical_crossentropy")
         ds = make_dataset(cache, np.arange(len(cache)), labels, len(layout.labels), batch, shuffle=True, augment=config.augment)
