@@ -110,6 +110,7 @@ class ServiceHooks(RunHooks):
         self._quiet_logged = False
         self._state_warned = False
         self._ready_pending = False
+        self._stopping = False
         if self.state_file is not None:
             try:
                 self._write_state()
@@ -148,6 +149,9 @@ class ServiceHooks(RunHooks):
 
     def stopping(self) -> None:
         """SIGTERM: tell systemd at once; the loop ends after the current frame."""
+        # Set before notifying: the frame loop may still finish one frame, and
+        # nothing (no WATCHDOG=1, no STATUS=) should follow STOPPING=1.
+        self._stopping = True
         systemd.stopping()
 
     def failed(self, message: str) -> None:
@@ -160,6 +164,8 @@ class ServiceHooks(RunHooks):
 
     def _tick(self, runner: Runner, now: float) -> None:
         self._update_fps(now)
+        if self._stopping:
+            return
         # systemd arms the watchdog at READY=1; start-up has TimeoutStartSec instead.
         if self._running is not None and self.watchdog.due(self._last_ping, now):
             if self.liveness.healthy(now):
