@@ -206,10 +206,9 @@ class Runner:
                     continue
                 if captured is None:  # a file or folder ran out
                     break
+                # The grabber re-preprocesses frames queued before swap_bundle's
+                # set_preprocess, so this tensor always suits the current model.
                 tensor = captured.tensor
-                if tensor is None or tensor.shape != self.preprocess.input_shape:
-                    # Preprocessed for a model that was swapped out meanwhile.
-                    tensor = self.preprocess(captured.frame.rgb)
                 if grabber.stats.reopens != reopens_seen:
                     reopens_seen = grabber.stats.reopens
                     self.decider.reset()  # old evidence is from before the camera came back
