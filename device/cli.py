@@ -20,7 +20,7 @@ from typing import List, Optional
 import typer
 
 from . import __version__
-from .errors import EdgeclassError
+from .errors import EdgeclassError, parse_choice as _choice
 
 app = typer.Typer(
     name="edgeclass",
@@ -149,13 +149,6 @@ def _verify_inference(path: Path) -> None:
 
 def _fmt(values) -> str:
     return f"{values[0]:g}" if len(set(values)) == 1 else "[" + ", ".join(f"{v:g}" for v in values) + "]"
-
-
-def _choice(enum_cls, value: str, option: str):
-    try:
-        return enum_cls(value)
-    except ValueError:
-        raise EdgeclassError(f"{option} is {value!r}, expected one of {', '.join(e.value for e in enum_cls)}") from None
 
 
 @app.command()

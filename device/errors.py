@@ -25,3 +25,11 @@ class SourceError(EdgeclassError):
 
 class ImageError(EdgeclassError):
     """A file is not a readable image."""
+
+
+def parse_choice(enum_cls, value: str, option: str):
+    """``enum_cls(value)``, or an :class:`EdgeclassError` naming the option and its choices."""
+    try:
+        return enum_cls(value)
+    except ValueError:
+        raise EdgeclassError(f"{option} is {value!r}, expected one of {', '.join(e.value for e in enum_cls)}") from None

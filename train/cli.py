@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from edgeclass.device.errors import EdgeclassError
+from edgeclass.device.errors import EdgeclassError, parse_choice as _choice
 
 NO_TENSORFLOW = "TensorFlow is not installed: pip install 'edgeclass[train]'"
 
@@ -139,13 +139,6 @@ def evaluate_command(
 
     metrics, report_dir = evaluate(model, dataset, output, split=split, batch_size=batch_size, workers=workers)
     typer.echo(f"accuracy {metrics['accuracy']:.3f} on {metrics['num_images']} images; report: {report_dir}")
-
-
-def _choice(enum_cls, value: str, option: str):
-    try:
-        return enum_cls(value)
-    except ValueError:
-        raise EdgeclassError(f"{option} is {value!r}, expected one of {', '.join(e.value for e in enum_cls)}") from None
 
 
 def register(app: typer.Typer) -> None:
