@@ -42,6 +42,7 @@ def convert(
     io: IOType = typer.Option(IOType.uint8, "--io", help="Input/output tensor type of the int8 model."),
     per_tensor: bool = typer.Option(False, "--per-tensor", help="One weight scale per tensor instead of per output channel (for older accelerators; MobileNetV2 loses most of its accuracy this way, which --max-drop catches)."),
     calibration_size: int = typer.Option(200, "--calibration-size", min=1, help="Train images used to calibrate int8 ranges (stratified, every class present)."),
+    bias_correction: bool = typer.Option(True, "--bias-correction/--no-bias-correction", help="Correct each int8 layer's bias so its mean output per channel matches the float model's on calibration images (removes the systematic part of the rounding error)."),
     float_model: bool = typer.Option(False, "--float", help="Ship a float32 TFLite model instead of int8."),
     max_drop: float = typer.Option(1.0, "--max-drop", min=0.0, help="Fail when int8 test accuracy is more than this many percentage points below float."),
     normalization: WhereNormalize = typer.Option(WhereNormalize.model, "--normalization", help="Where pixel normalisation happens: inside the model, or on the device (needs a leading Rescaling layer)."),
@@ -68,7 +69,8 @@ def convert(
     from edgeclass.train.progress import progress_bar
 
     options = ConvertOptions(
-        io=io.value, per_tensor=per_tensor, calibration_size=calibration_size, float_model=float_model,
+        io=io.value, per_tensor=per_tensor, calibration_size=calibration_size, bias_correction=bias_correction,
+        float_model=float_model,
         max_drop=max_drop, normalization=normalization.value, edgetpu=edgetpu, edgetpu_compiler=edgetpu_compiler,
         force=force, seed=seed, name=name,
     )

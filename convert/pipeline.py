@@ -3,7 +3,8 @@
 1. read and check the training directory (no TensorFlow yet, so mistakes fail fast);
 2. load model.keras, export a batch-1 SavedModel;
 3. calibrate on a stratified sample of the train split and convert to int8
-   (and to float32 TFLite, the reference and the size baseline);
+   (and to float32 TFLite, the reference and the size baseline), then correct
+   the int8 biases against the float model on part of that sample;
 4. evaluate float Keras, float TFLite and int8 TFLite on the test split through
    the device's own preprocessing and interpreter; refuse when the drop
    exceeds ``max_drop``;
@@ -47,6 +48,7 @@ class ConvertOptions:
     io: str = "uint8"  # uint8 | int8 input/output tensors
     per_tensor: bool = False
     calibration_size: int = 200
+    bias_correction: bool = True  # remove int8 rounding's per-channel shift (see bias_correction.py)
     float_model: bool = False  # ship a float32 TFLite model instead of int8
     max_drop: float = 1.0  # percentage points
     normalization: str = "model"  # where pixel normalisation happens: model | device
@@ -126,7 +128,7 @@ def convert_training_dir(training_dir: str | Path, out_dir: str | Path, options:
         float_path.write_bytes(quantize.convert_float(saved))
         seconds["convert_float"] = time.perf_counter() - start
 
-        int8_path = None
+        int8_path, correction = None, None
         if not options.float_model:
             chosen = stratified_sample(td.split_items("train"), options.calibration_size, td.labels, options.seed,
                                        where=str(td.path / "split.json"))
@@ -137,6 +139,10 @@ def convert_training_dir(training_dir: str | Path, out_dir: str | Path, options:
             int8_path.write_bytes(quantize.convert_int8(saved, calibration, options.io, options.per_tensor,
                                                         normalization, progress))
             seconds["convert_int8"] = time.perf_counter() - start
+            if options.bias_correction:
+                start = time.perf_counter()
+                correction = _correct_biases(int8_path, float_path, calibration, policy, normalization, progress)
+                seconds["bias_correction"] = time.perf_counter() - start
             del calibration
 
         # Evaluation: every model sees the same resized pixels.
@@ -175,7 +181,8 @@ def convert_training_dir(training_dir: str | Path, out_dir: str | Path, options:
             sizes["int8_tflite_bytes"] = int8_path.stat().st_size
         metrics = comparison.metrics()
         metrics["model_sizes"] = sizes
-        metrics["conversion_seconds"] = round(seconds["export"] + seconds.get("convert_int8", seconds["convert_float"]), 2)
+        metrics["conversion_seconds"] = round(
+            seconds["export"] + seconds.get("convert_int8", seconds["convert_float"]) + seconds.get("bias_correction", 0.0), 2)
         report_dir = write_report(work / "report", comparison, metrics, extra={"edgetpu_preflight": preflight.to_json()})
 
         bundle_kwargs = dict(
@@ -185,7 +192,7 @@ def convert_training_dir(training_dir: str | Path, out_dir: str | Path, options:
             output_spec=specs[1],
             name=options.name or out_dir.name,
             report_dir=report_dir,
-            provenance=provenance(td, options, quantize.tensorflow_version(), seconds),
+            provenance=provenance(td, options, quantize.tensorflow_version(), seconds, correction),
             metrics=metrics,
         )
         write_bundle(out_dir, edgetpu={"compiled": False, "preflight": preflight.to_json()},
@@ -197,6 +204,23 @@ def convert_training_dir(training_dir: str | Path, out_dir: str | Path, options:
         if options.edgetpu:
             result.compile_report = compile_into_bundle(out_dir, preflight, bundle_kwargs, options, work)
     return result
+
+
+def _correct_biases(int8_path: Path, float_path: Path, calibration: np.ndarray, policy: ResizePolicy,
+                    normalization, progress: Progress):
+    """Rewrite ``int8_path`` with biases corrected against ``float_path`` on the first calibration images.
+
+    The calibration sample is class round-robin, so its first images still cover every class.
+    """
+    from .bias_correction import DEFAULT_IMAGES, correct_biases
+
+    corrected, report = correct_biases(
+        int8_path.read_bytes(), float_path.read_bytes(), calibration[:DEFAULT_IMAGES],
+        specs_from_model(int8_path, policy, normalization)[0], specs_from_model(float_path, policy, normalization)[0],
+        progress,
+    )
+    int8_path.write_bytes(corrected)
+    return report
 
 
 def _predict(path: Path, specs: tuple[InputSpec, OutputSpec], images: np.ndarray, description: str,
@@ -235,7 +259,7 @@ def specs_from_model(model_path: Path, policy: ResizePolicy, normalization=None)
     return input_spec, output_spec
 
 
-def provenance(td: TrainingDir, options: ConvertOptions, tf_version: str, seconds: dict) -> dict:
+def provenance(td: TrainingDir, options: ConvertOptions, tf_version: str, seconds: dict, correction=None) -> dict:
     """Where the bundle came from: the training run's identity and the conversion settings."""
     config = td.config
     dataset = {}
@@ -261,6 +285,7 @@ def provenance(td: TrainingDir, options: ConvertOptions, tf_version: str, second
             "calibration_size": None if options.float_model else options.calibration_size,
             "calibration_source": "train split, stratified by class",
             "calibration_seed": options.seed,
+            "bias_correction": correction.to_json() if correction is not None else None,
             "normalization": options.normalization,
             "tensorflow": tf_version,
             "seconds": {k: round(v, 2) for k, v in seconds.items()},

@@ -1,0 +1,158 @@
+"""Empirical bias correction: remove the systematic error int8 rounding puts into each layer.
+
+Rounding a layer's weights to int8 does not only add noise: with few weights
+per output channel (a 3x3 depthwise kernel has nine) the rounding errors do not
+average out, and each channel's output is shifted by a roughly constant amount.
+The shifts add up layer after layer; on a fine-tuned MobileNetV2 0.35 they cost
+about 3 points of validation accuracy.
+
+The fix (Nagel et al., "Data-Free Quantization Through Weight Equalization and
+Bias Correction", ICCV 2019, in its empirical form) runs the float and the int8
+model on the same images, measures each int8 layer's mean output per channel
+against the float layer's, and subtracts the difference from that layer's int32
+bias. Layers are corrected in graph order, each measured with every earlier
+layer already corrected, so a correction never compensates an error that is
+about to disappear.
+
+Only int32 bias values change: the graph, every other tensor, the quantization
+parameters and the Edge TPU mapping stay exactly what the converter produced.
+Needs only the TFLite interpreter, not TensorFlow.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from edgeclass.device.interpreter import find_backend
+from edgeclass.device.preprocess import InputSpec, Preprocessor
+
+from .progress import Progress, no_progress
+from .tflite_graph import _schema
+
+log = logging.getLogger(__name__)
+
+# Enough images for stable per-channel means (32, 64 and 200 gave the same
+# result on flowers); each one is run once per corrected layer.
+DEFAULT_IMAGES = 100
+_LAYERS_WITH_BIAS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+
+
+@dataclass(frozen=True)
+class _Layer:
+    output: int  # tensor index of the layer's output
+    bias: int  # tensor index of its bias, -1 when it has none
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class BiasCorrection:
+    """What the correction did, for the manifest and the log."""
+
+    layers: int  # layers whose bias was corrected
+    images: int
+    mean_abs_shift: float  # mean |int8 - float| channel mean before correction, in output units
+    max_abs_shift: float
+    seconds: float
+
+    def to_json(self) -> dict:
+        return {"layers": self.layers, "images": self.images, "mean_abs_shift": round(self.mean_abs_shift, 6),
+                "max_abs_shift": round(self.max_abs_shift, 6), "seconds": round(self.seconds, 2)}
+
+
+def _layers(model_bytes: bytes | bytearray) -> tuple[object, list[_Layer]]:
+    """The model's flatbuffer root and its conv / depthwise / fully-connected layers in execution order."""
+    schema = _schema()
+    model = schema.Model.GetRootAsModel(model_bytes, 0)
+    graph = model.Subgraphs(0)
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    layers = []
+    for i in range(graph.OperatorsLength()):
+        op = graph.Operators(i)
+        code = model.OperatorCodes(op.OpcodeIndex())
+        # Schema 3a keeps small op codes in the deprecated byte field too; the larger of the two is the real one.
+        if names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode())) not in _LAYERS_WITH_BIAS:
+            continue
+        out = op.Outputs(0)
+        bias = op.Inputs(2) if op.InputsLength() > 2 else -1
+        layers.append(_Layer(out, bias, tuple(int(d) for d in graph.Tensors(out).ShapeAsNumpy())))
+    return model, layers
+
+
+def _channel_means(model_bytes: bytes | bytearray, tensors: list[int], inputs: list[np.ndarray]) -> dict[int, np.ndarray]:
+    """Mean of each tensor in ``tensors`` per channel (last axis), dequantized, over every input."""
+    backend = find_backend()
+    with warnings.catch_warnings():
+        # LiteRT warns that keeping every intermediate tensor is for debugging and costs
+        # memory: reading intermediate tensors is the point here, and the model is small.
+        warnings.simplefilter("ignore", UserWarning)
+        interpreter = backend.interpreter_class(model_content=bytes(model_bytes), num_threads=None,
+                                                experimental_preserve_all_tensors=True)
+    interpreter.allocate_tensors()
+    index = interpreter.get_input_details()[0]["index"]
+    quant = {d["index"]: d["quantization"] for d in interpreter.get_tensor_details() if d["index"] in tensors}
+    sums: dict[int, np.ndarray] = {}
+    for x in inputs:
+        interpreter.set_tensor(index, x)
+        interpreter.invoke()
+        for t in tensors:
+            value = interpreter.get_tensor(t)
+            mean = value.reshape(-1, value.shape[-1]).mean(0, dtype=np.float64)
+            if value.dtype != np.float32:
+                scale, zero = quant[t]
+                mean = (mean - zero) * scale
+            sums[t] = sums.get(t, 0.0) + mean
+    return {t: s / len(inputs) for t, s in sums.items()}
+
+
+def correct_biases(int8_model: bytes, float_model: bytes, images: np.ndarray, int8_input: InputSpec,
+                   float_input: InputSpec, progress: Progress = no_progress) -> tuple[bytes, BiasCorrection | None]:
+    """Return ``int8_model`` with corrected biases, and what was done.
+
+    ``images`` are resized uint8 RGB pixels (N, H, W, 3); each model sees them
+    through the device's own :class:`Preprocessor` for its input spec. When
+    the two graphs' layers do not pair up (not the same conversion), the int8
+    model is returned unchanged with ``None``.
+    """
+    started = time.perf_counter()
+    buf = bytearray(int8_model)  # the flatbuffer's bias vectors are edited in place
+    model, layers = _layers(buf)
+    _, float_layers = _layers(float_model)
+    if len(layers) != len(float_layers) or any(a.shape != b.shape for a, b in zip(layers, float_layers)):
+        log.warning("bias correction skipped: the int8 and float models' layers do not pair up (%d vs %d)",
+                    len(layers), len(float_layers))
+        return int8_model, None
+    to_int8: Callable = Preprocessor(int8_input)
+    to_float: Callable = Preprocessor(float_input)
+    int8_inputs = [to_int8(image) for image in images]
+    reference = _channel_means(float_model, [layer.output for layer in float_layers], [to_float(i) for i in images])
+    graph = model.Subgraphs(0)
+    shifts, corrected = [], 0
+    with progress("bias correction", len(layers)) as advance:
+        for layer, float_layer in zip(layers, float_layers):
+            advance()
+            if layer.bias < 0:
+                continue
+            bias_tensor = graph.Tensors(layer.bias)
+            quantization = bias_tensor.Quantization()
+            if quantization is None or quantization.ScaleLength() == 0:
+                continue  # a float bias: nothing was rounded
+            measured = _channel_means(buf, [layer.output], int8_inputs)[layer.output]
+            shift = measured - reference[float_layer.output]
+            # A view into ``buf``: writing it rewrites the model's bias in place.
+            bias = model.Buffers(bias_tensor.Buffer()).DataAsNumpy().view(np.int32)
+            steps = np.round(shift / quantization.ScaleAsNumpy().astype(np.float64)).astype(np.int64)
+            bias[:] = np.clip(bias.astype(np.int64) - steps, np.iinfo(np.int32).min, np.iinfo(np.int32).max)
+            shifts.append(np.abs(shift))
+            corrected += 1
+    every = np.concatenate(shifts) if shifts else np.zeros(1)
+    report = BiasCorrection(corrected, len(images), float(every.mean()), float(every.max()),
+                            time.perf_counter() - started)
+    log.info("bias correction: %d layers on %d images, mean channel shift %.4f (max %.4f), %.1f s",
+             report.layers, report.images, report.mean_abs_shift, report.max_abs_shift, report.seconds)
+    return bytes(buf), report
