@@ -69,7 +69,30 @@ def float_tflite(run: Path, work: Path) -> Path:
     return path
 
 
-def bench_one(run: Path, out: Path, normalization: str, runs: int, threads: int) -> dict:
+def size_breakdown(model: Path) -> dict:
+    """Bytes of an int8 .tflite by kind: int8 weights, int32 biases, quantization parameters, tensor names."""
+    from edgeclass.convert.tflite_graph import _schema
+
+    schema = _schema()
+    root = schema.ModelT.InitFromPackedBuf(model.read_bytes(), 0)
+    graph = root.subgraphs[0]
+    parts = {"int8_weights": 0, "int32_biases": 0, "quantization_params": 0, "tensor_names": 0}
+    for tensor in graph.tensors:
+        data = root.buffers[tensor.buffer].data
+        if data is not None and tensor.type == schema.TensorType.INT8:
+            parts["int8_weights"] += len(data)
+        elif data is not None and tensor.type == schema.TensorType.INT32:
+            parts["int32_biases"] += len(data)
+        q = tensor.quantization
+        if q is not None and q.scale is not None:
+            # The schema stores a float32 scale and an int64 zero point per channel.
+            parts["quantization_params"] += 4 * len(q.scale) + 8 * len(q.zeroPoint)
+        parts["tensor_names"] += len(tensor.name or b"")
+    parts["other"] = model.stat().st_size - sum(parts.values())
+    return parts
+
+
+def bench_one(run: Path, out: Path, normalization: str, bias_correction: bool, runs: int, threads: int) -> dict:
     from edgeclass.convert.pipeline import ConvertOptions, convert_training_dir, specs_from_model
     from edgeclass.train.progress import progress_bar
     from edgeclass.device.bundle import load_bundle
@@ -82,8 +105,8 @@ def bench_one(run: Path, out: Path, normalization: str, runs: int, threads: int)
         sys.exit(f"benchmark needs the flowers images the run was trained on; {first_test} not found")
     start = time.perf_counter()
     # max_drop 100: the benchmark reports the drop, it does not enforce it.
-    result = convert_training_dir(run, out, ConvertOptions(normalization=normalization, max_drop=100.0, force=True),
-                                  progress=progress_bar)
+    options = ConvertOptions(normalization=normalization, bias_correction=bias_correction, max_drop=100.0, force=True)
+    result = convert_training_dir(run, out, options, progress=progress_bar)
     wall = time.perf_counter() - start
     bundle = load_bundle(out)
     frame = load_image(first_test)
@@ -99,6 +122,7 @@ def bench_one(run: Path, out: Path, normalization: str, runs: int, threads: int)
         "alpha": td.config.get("alpha"),
         "input_size": td.input_size,
         "normalization": normalization,
+        "bias_correction": bias_correction,
         "test_images": m["test_images"],
         "float_accuracy": m["float_accuracy"],
         "float_tflite_accuracy": m["float_tflite_accuracy"],
@@ -109,6 +133,8 @@ def bench_one(run: Path, out: Path, normalization: str, runs: int, threads: int)
         "float_tflite_bytes": sizes["float_tflite_bytes"],
         "int8_tflite_bytes": sizes["int8_tflite_bytes"],
         "int8_vs_float_size": round(sizes["int8_tflite_bytes"] / sizes["float_tflite_bytes"], 3),
+        "int8_vs_keras_size": round(sizes["int8_tflite_bytes"] / sizes["keras_bytes"], 3),
+        "int8_size_breakdown": size_breakdown(bundle.model_path),
         "conversion_seconds": m["conversion_seconds"],
         "convert_command_wall_seconds": round(wall, 1),
         "float_tflite_invoke_ms": round(float_ms, 2),
@@ -125,6 +151,7 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path, help="training directories trained on flowers")
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "edgeclass-bench-bundles")
     parser.add_argument("--normalization", choices=("model", "device", "both"), default="model")
+    parser.add_argument("--bias-correction", choices=("on", "off", "both"), default="on")
     parser.add_argument("--latency-runs", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -133,17 +160,20 @@ def main() -> None:
             sys.exit(f"benchmark needs a finished training directory; {run / 'model.keras'} not found "
                      "(make one with: python benchmarks/train_flowers.py --alpha 0.35 --out RUN)")
     where = ("model", "device") if args.normalization == "both" else (args.normalization,)
+    corrections = {"on": (True,), "off": (False,), "both": (False, True)}[args.bias_correction]
     rows = []
     for run in args.runs:
         for norm in where:
-            row = bench_one(run, args.out / f"{run.name}-{norm}", norm, args.latency_runs, args.threads)
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+            for corrected in corrections:
+                out = args.out / f"{run.name}-{norm}-{'bc' if corrected else 'nobc'}"
+                row = bench_one(run, out, norm, corrected, args.latency_runs, args.threads)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
     print()
-    print(f"{'run':<28} {'norm':<6} {'float':>7} {'int8':>7} {'drop pp':>8} {'agree':>7} "
+    print(f"{'run':<28} {'norm':<6} {'bias':<4} {'float':>7} {'int8':>7} {'drop pp':>8} {'agree':>7} "
           f"{'float KiB':>9} {'int8 KiB':>8} {'ratio':>6} {'conv s':>7} {'f32 ms':>7} {'int8 ms':>7}  pre-flight")
     for r in rows:
-        print(f"{Path(r['run']).name:<28} {r['normalization']:<6} {r['float_accuracy']:>7.2%} {r['int8_accuracy']:>7.2%} "
+        print(f"{Path(r['run']).name:<28} {r['normalization']:<6} {'on' if r['bias_correction'] else 'off':<4} {r['float_accuracy']:>7.2%} {r['int8_accuracy']:>7.2%} "
               f"{r['drop_pp']:>+8.2f} {r['agreement']:>7.2%} {r['float_tflite_bytes'] / 1024:>9.0f} "
               f"{r['int8_tflite_bytes'] / 1024:>8.0f} {r['int8_vs_float_size']:>6.0%} {r['conversion_seconds']:>7.1f} "
               f"{r['float_tflite_invoke_ms']:>7.2f} {r['int8_invoke_ms']:>7.2f}  {r['preflight'].split(': ', 1)[1]}")

@@ -12,7 +12,7 @@ model on the same images, measures each int8 layer's mean output per channel
 against the float layer's, and subtracts the difference from that layer's int32
 bias. Layers are corrected in graph order, each measured with every earlier
 layer already corrected, so a correction never compensates an error that is
-about to disappear.
+about to disappear; the whole pass runs twice (see ``DEFAULT_SWEEPS``).
 
 Only int32 bias values change: the graph, every other tensor, the quantization
 parameters and the Edge TPU mapping stay exactly what the converter produced.
@@ -25,8 +25,6 @@ import logging
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Callable
-
 import numpy as np
 
 from edgeclass.device.interpreter import find_backend
@@ -38,8 +36,12 @@ from .tflite_graph import _schema
 log = logging.getLogger(__name__)
 
 # Enough images for stable per-channel means (32, 64 and 200 gave the same
-# result on flowers); each one is run once per corrected layer.
+# result on flowers); each one is run once per corrected layer and sweep.
 DEFAULT_IMAGES = 100
+# A layer with a fused ReLU6 is measured after the clip, which hides part of
+# its shift, so one pass under-corrects; a second pass takes most of the rest
+# (mean |score error| on 360 flowers images 0.044 -> 0.034; a third: no gain).
+DEFAULT_SWEEPS = 2
 _LAYERS_WITH_BIAS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 
 
@@ -56,13 +58,16 @@ class BiasCorrection:
 
     layers: int  # layers whose bias was corrected
     images: int
+    sweeps: int
     mean_abs_shift: float  # mean |int8 - float| channel mean before correction, in output units
     max_abs_shift: float
+    last_sweep_shift: float  # the same mean, as the last sweep found it (what the earlier ones left)
     seconds: float
 
     def to_json(self) -> dict:
-        return {"layers": self.layers, "images": self.images, "mean_abs_shift": round(self.mean_abs_shift, 6),
-                "max_abs_shift": round(self.max_abs_shift, 6), "seconds": round(self.seconds, 2)}
+        return {"layers": self.layers, "images": self.images, "sweeps": self.sweeps,
+                "mean_abs_shift": round(self.mean_abs_shift, 6), "max_abs_shift": round(self.max_abs_shift, 6),
+                "last_sweep_shift": round(self.last_sweep_shift, 6), "seconds": round(self.seconds, 2)}
 
 
 def _layers(model_bytes: bytes | bytearray) -> tuple[object, list[_Layer]]:
@@ -111,7 +116,8 @@ def _channel_means(model_bytes: bytes | bytearray, tensors: list[int], inputs: l
 
 
 def correct_biases(int8_model: bytes, float_model: bytes, images: np.ndarray, int8_input: InputSpec,
-                   float_input: InputSpec, progress: Progress = no_progress) -> tuple[bytes, BiasCorrection | None]:
+                   float_input: InputSpec, progress: Progress = no_progress,
+                   sweeps: int = DEFAULT_SWEEPS) -> tuple[bytes, BiasCorrection | None]:
     """Return ``int8_model`` with corrected biases, and what was done.
 
     ``images`` are resized uint8 RGB pixels (N, H, W, 3); each model sees them
@@ -127,32 +133,36 @@ def correct_biases(int8_model: bytes, float_model: bytes, images: np.ndarray, in
         log.warning("bias correction skipped: the int8 and float models' layers do not pair up (%d vs %d)",
                     len(layers), len(float_layers))
         return int8_model, None
-    to_int8: Callable = Preprocessor(int8_input)
-    to_float: Callable = Preprocessor(float_input)
+    to_int8, to_float = Preprocessor(int8_input), Preprocessor(float_input)
     int8_inputs = [to_int8(image) for image in images]
     reference = _channel_means(float_model, [layer.output for layer in float_layers], [to_float(i) for i in images])
     graph = model.Subgraphs(0)
-    shifts, corrected = [], 0
-    with progress("bias correction", len(layers)) as advance:
-        for layer, float_layer in zip(layers, float_layers):
-            advance()
-            if layer.bias < 0:
-                continue
-            bias_tensor = graph.Tensors(layer.bias)
-            quantization = bias_tensor.Quantization()
-            if quantization is None or quantization.ScaleLength() == 0:
-                continue  # a float bias: nothing was rounded
-            measured = _channel_means(buf, [layer.output], int8_inputs)[layer.output]
-            shift = measured - reference[float_layer.output]
-            # A view into ``buf``: writing it rewrites the model's bias in place.
-            bias = model.Buffers(bias_tensor.Buffer()).DataAsNumpy().view(np.int32)
-            steps = np.round(shift / quantization.ScaleAsNumpy().astype(np.float64)).astype(np.int64)
-            bias[:] = np.clip(bias.astype(np.int64) - steps, np.iinfo(np.int32).min, np.iinfo(np.int32).max)
-            shifts.append(np.abs(shift))
-            corrected += 1
-    every = np.concatenate(shifts) if shifts else np.zeros(1)
-    report = BiasCorrection(corrected, len(images), float(every.mean()), float(every.max()),
-                            time.perf_counter() - started)
-    log.info("bias correction: %d layers on %d images, mean channel shift %.4f (max %.4f), %.1f s",
-             report.layers, report.images, report.mean_abs_shift, report.max_abs_shift, report.seconds)
+    biases = []  # (layer output, float layer output, writable int32 view of the bias, its scales)
+    for layer, float_layer in zip(layers, float_layers):
+        if layer.bias < 0:
+            continue
+        tensor = graph.Tensors(layer.bias)
+        quantization = tensor.Quantization()
+        buffer = model.Buffers(tensor.Buffer())
+        if quantization is None or quantization.ScaleLength() == 0 or buffer.DataLength() == 0:
+            continue  # a float bias (nothing was rounded), or one computed at run time
+        # A view into ``buf``: writing it rewrites the model's bias in place.
+        view = buffer.DataAsNumpy().view(np.int32)
+        biases.append((layer.output, float_layer.output, view, quantization.ScaleAsNumpy().astype(np.float64)))
+    mean_shifts = []
+    with progress("bias correction", sweeps * len(biases)) as advance:
+        for _ in range(sweeps):
+            shifts = []
+            for output, float_output, bias, scales in biases:
+                shift = _channel_means(buf, [output], int8_inputs)[output] - reference[float_output]
+                steps = np.round(shift / scales).astype(np.int64)
+                bias[:] = np.clip(bias.astype(np.int64) - steps, np.iinfo(np.int32).min, np.iinfo(np.int32).max)
+                shifts.append(np.abs(shift))
+                advance()
+            mean_shifts.append(np.concatenate(shifts) if shifts else np.zeros(1))
+    report = BiasCorrection(len(biases), len(images), sweeps, float(mean_shifts[0].mean()),
+                            float(mean_shifts[0].max()), float(mean_shifts[-1].mean()), time.perf_counter() - started)
+    log.info("bias correction: %d layers on %d images, mean channel shift %.4f (max %.4f), %.4f before the last "
+             "of %d sweeps, %.1f s", report.layers, report.images, report.mean_abs_shift, report.max_abs_shift,
+             report.last_sweep_shift, report.sweeps, report.seconds)
     return bytes(buf), report
