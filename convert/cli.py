@@ -70,9 +70,8 @@ def convert(
 
     options = ConvertOptions(
         io=io.value, per_tensor=per_tensor, calibration_size=calibration_size, bias_correction=bias_correction,
-        float_model=float_model,
-        max_drop=max_drop, normalization=normalization.value, edgetpu=edgetpu, edgetpu_compiler=edgetpu_compiler,
-        force=force, seed=seed, name=name,
+        float_model=float_model, max_drop=max_drop, normalization=normalization.value, edgetpu=edgetpu,
+        edgetpu_compiler=edgetpu_compiler, force=force, seed=seed, name=name,
     )
     result = convert_training_dir(source, output, options, progress=progress_bar)
     m = result.metrics
