@@ -25,13 +25,14 @@ import logging
 import time
 import warnings
 from dataclasses import dataclass
+
 import numpy as np
 
 from edgeclass.device.interpreter import find_backend
 from edgeclass.device.preprocess import InputSpec, Preprocessor
 
 from .progress import Progress, no_progress
-from .tflite_graph import _schema
+from .tflite_graph import Graph, OpInfo, _schema, parse_graph
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +44,6 @@ DEFAULT_IMAGES = 100
 # (mean |score error| on 360 flowers images 0.044 -> 0.034; a third: no gain).
 DEFAULT_SWEEPS = 2
 _LAYERS_WITH_BIAS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
-
-
-@dataclass(frozen=True)
-class _Layer:
-    output: int  # tensor index of the layer's output
-    bias: int  # tensor index of its bias, -1 when it has none
-    shape: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -70,23 +64,19 @@ class BiasCorrection:
                 "last_sweep_shift": round(self.last_sweep_shift, 6), "seconds": round(self.seconds, 2)}
 
 
-def _layers(model_bytes: bytes | bytearray) -> tuple[object, list[_Layer]]:
-    """The model's flatbuffer root and its conv / depthwise / fully-connected layers in execution order."""
-    schema = _schema()
-    model = schema.Model.GetRootAsModel(model_bytes, 0)
-    graph = model.Subgraphs(0)
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    layers = []
-    for i in range(graph.OperatorsLength()):
-        op = graph.Operators(i)
-        code = model.OperatorCodes(op.OpcodeIndex())
-        # Schema 3a keeps small op codes in the deprecated byte field too; the larger of the two is the real one.
-        if names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode())) not in _LAYERS_WITH_BIAS:
-            continue
-        out = op.Outputs(0)
-        bias = op.Inputs(2) if op.InputsLength() > 2 else -1
-        layers.append(_Layer(out, bias, tuple(int(d) for d in graph.Tensors(out).ShapeAsNumpy())))
-    return model, layers
+def _layers(graph: Graph) -> list[OpInfo]:
+    """The graph's conv / depthwise / fully-connected operators, in execution order."""
+    return [op for op in graph.ops if op.name in _LAYERS_WITH_BIAS]
+
+
+def _pair_up(int8: Graph, float_graph: Graph) -> list[tuple[OpInfo, OpInfo]] | None:
+    """The two graphs' layers side by side, or None unless they match one for one in output shape."""
+    ours, theirs = _layers(int8), _layers(float_graph)
+    pairs = list(zip(ours, theirs))
+    if len(ours) != len(theirs) or any(
+            int8.tensors[a.outputs[0]].shape != float_graph.tensors[b.outputs[0]].shape for a, b in pairs):
+        return None
+    return pairs
 
 
 def _channel_means(model_bytes: bytes | bytearray, tensors: list[int], inputs: list[np.ndarray]) -> dict[int, np.ndarray]:
@@ -126,29 +116,30 @@ def correct_biases(int8_model: bytes, float_model: bytes, images: np.ndarray, in
     model is returned unchanged with ``None``.
     """
     started = time.perf_counter()
-    buf = bytearray(int8_model)  # the flatbuffer's bias vectors are edited in place
-    model, layers = _layers(buf)
-    _, float_layers = _layers(float_model)
-    if len(layers) != len(float_layers) or any(a.shape != b.shape for a, b in zip(layers, float_layers)):
+    int8_graph, float_graph = parse_graph(int8_model, "int8 model"), parse_graph(float_model, "float model")
+    pairs = _pair_up(int8_graph, float_graph)
+    if pairs is None:
         log.warning("bias correction skipped: the int8 and float models' layers do not pair up (%d vs %d)",
-                    len(layers), len(float_layers))
+                    len(_layers(int8_graph)), len(_layers(float_graph)))
         return int8_model, None
     to_int8, to_float = Preprocessor(int8_input), Preprocessor(float_input)
     int8_inputs = [to_int8(image) for image in images]
-    reference = _channel_means(float_model, [layer.output for layer in float_layers], [to_float(i) for i in images])
+    reference = _channel_means(float_model, [b.outputs[0] for _, b in pairs], [to_float(i) for i in images])
+    buf = bytearray(int8_model)  # the flatbuffer's bias vectors are edited in place
+    model = _schema().Model.GetRootAsModel(buf, 0)
     graph = model.Subgraphs(0)
     biases = []  # (layer output, float layer output, writable int32 view of the bias, its scales)
-    for layer, float_layer in zip(layers, float_layers):
-        if layer.bias < 0:
-            continue
-        tensor = graph.Tensors(layer.bias)
+    for op, float_op in pairs:
+        if len(op.inputs) < 3 or op.inputs[2] < 0:
+            continue  # no bias input
+        tensor = graph.Tensors(op.inputs[2])
         quantization = tensor.Quantization()
         buffer = model.Buffers(tensor.Buffer())
         if quantization is None or quantization.ScaleLength() == 0 or buffer.DataLength() == 0:
             continue  # a float bias (nothing was rounded), or one computed at run time
         # A view into ``buf``: writing it rewrites the model's bias in place.
         view = buffer.DataAsNumpy().view(np.int32)
-        biases.append((layer.output, float_layer.output, view, quantization.ScaleAsNumpy().astype(np.float64)))
+        biases.append((op.outputs[0], float_op.outputs[0], view, quantization.ScaleAsNumpy().astype(np.float64)))
     mean_shifts = []
     with progress("bias correction", sweeps * len(biases)) as advance:
         for _ in range(sweeps):

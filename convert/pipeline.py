@@ -127,8 +127,9 @@ def convert_training_dir(training_dir: str | Path, out_dir: str | Path, options:
         start = time.perf_counter()
         float_path.write_bytes(quantize.convert_float(saved))
         seconds["convert_float"] = time.perf_counter() - start
+        float_specs = specs_from_model(float_path, policy, normalization)
 
-        int8_path, correction = None, None
+        int8_path, int8_specs, correction = None, None, None
         if not options.float_model:
             chosen = stratified_sample(td.split_items("train"), options.calibration_size, td.labels, options.seed,
                                        where=str(td.path / "split.json"))
@@ -139,9 +140,11 @@ def convert_training_dir(training_dir: str | Path, out_dir: str | Path, options:
             int8_path.write_bytes(quantize.convert_int8(saved, calibration, options.io, options.per_tensor,
                                                         normalization, progress))
             seconds["convert_int8"] = time.perf_counter() - start
+            int8_specs = specs_from_model(int8_path, policy, normalization)
             if options.bias_correction:
+                # Only bias values change, so the specs read above still describe the model.
                 start = time.perf_counter()
-                correction = _correct_biases(int8_path, float_path, calibration, policy, normalization, progress)
+                correction = _correct_biases(int8_path, float_path, calibration, int8_specs[0], float_specs[0], progress)
                 seconds["bias_correction"] = time.perf_counter() - start
             del calibration
 
@@ -152,13 +155,12 @@ def convert_training_dir(training_dir: str | Path, out_dir: str | Path, options:
         start = time.perf_counter()
         scores = {"float": quantize.predict_keras(model, images, progress=progress)}
         seconds["evaluate_keras"] = time.perf_counter() - start
-        float_specs = specs_from_model(float_path, policy, normalization)
         start = time.perf_counter()
         scores["float_tflite"] = _predict(float_path, float_specs, images, "float TFLite", progress, options)
         seconds["evaluate_float_tflite"] = time.perf_counter() - start
         candidate, bundle_model, specs = "float_tflite", float_path, float_specs
         if int8_path is not None:
-            specs = specs_from_model(int8_path, policy, normalization)
+            specs = int8_specs
             start = time.perf_counter()
             scores["int8"] = _predict(int8_path, specs, images, f"{options.io} TFLite", progress, options)
             seconds["evaluate_int8"] = time.perf_counter() - start
@@ -206,19 +208,16 @@ def convert_training_dir(training_dir: str | Path, out_dir: str | Path, options:
     return result
 
 
-def _correct_biases(int8_path: Path, float_path: Path, calibration: np.ndarray, policy: ResizePolicy,
-                    normalization, progress: Progress):
+def _correct_biases(int8_path: Path, float_path: Path, calibration: np.ndarray, int8_input: InputSpec,
+                    float_input: InputSpec, progress: Progress):
     """Rewrite ``int8_path`` with biases corrected against ``float_path`` on the first calibration images.
 
     The calibration sample is class round-robin, so its first images still cover every class.
     """
     from .bias_correction import DEFAULT_IMAGES, correct_biases
 
-    corrected, report = correct_biases(
-        int8_path.read_bytes(), float_path.read_bytes(), calibration[:DEFAULT_IMAGES],
-        specs_from_model(int8_path, policy, normalization)[0], specs_from_model(float_path, policy, normalization)[0],
-        progress,
-    )
+    corrected, report = correct_biases(int8_path.read_bytes(), float_path.read_bytes(), calibration[:DEFAULT_IMAGES],
+                                       int8_input, float_input, progress)
     int8_path.write_bytes(corrected)
     return report
 

@@ -101,6 +101,12 @@ def read_graph(path: str | Path) -> Graph:
         raise ModelError(f"{path}: no such model file") from None
     except IsADirectoryError:
         raise ModelError(f"{path}: is a directory, expected a .tflite file") from None
+    return parse_graph(buf, path)
+
+
+def parse_graph(buf: bytes | bytearray, path: str | Path) -> Graph:
+    """Parse a model already in memory; ``path`` names it in errors and in :attr:`Graph.path`."""
+    path = Path(path)
     if len(buf) < 8 or buf[4:8] != _TFLITE_MAGIC:
         raise ModelError(f"{path}: not a TFLite flatbuffer (no 'TFL3' identifier)")
     schema = _schema()
