@@ -5,7 +5,7 @@ the backbone frozen vs unfrozen. Needs ``../shared/data`` (flowers and the
 MobileNetV2 ImageNet weights); fails with a clear message without it.
 
     python benchmarks/train_flowers.py --alpha 0.35
-    python benchmarks/train_flowers.py --alpha 1.0 --out /tmp/bench-1.0
+    python benchmarks/train_flowers.py --alpha 1.0 --seed 7 --out /tmp/bench-1.0
     python benchmarks/train_flowers.py --alpha 0.35 --anchor --seed 7   # the recipe to beat
 
 The weights are copied into a temporary ``KERAS_HOME`` (never into the repo),
@@ -89,7 +89,8 @@ def speed(data_dir: Path, alpha: float, input_size: int, images: int, batch: int
         out[f"{name}_epoch_images_per_s"] = round(len(cache) / (time.perf_counter() - start), 1)
     return out
 
-def anchor(data_dir: Path, alpha: float, input_size: int, seed: int) -> dict:
+
+def anchor(data_dir: Path, alpha: float, input_size: int, seed: int | None) -> dict:
     """The plain two-phase Keras recipe the trainer must beat, on the trainer's own split.
 
     8 epochs of head on the frozen backbone, then 8 epochs with the top 40
@@ -101,6 +102,7 @@ def anchor(data_dir: Path, alpha: float, input_size: int, seed: int) -> dict:
     """
     import numpy as np
 
+    from edgeclass.train.config import TrainConfig
     from edgeclass.train.dataset import discover, scan
     from edgeclass.train.split import make_split
     import keras
@@ -108,11 +110,13 @@ def anchor(data_dir: Path, alpha: float, input_size: int, seed: int) -> dict:
     from keras import layers
 
     started = time.perf_counter()
+    config = TrainConfig(str(data_dir))  # the trainer's default seed and split ratios
+    seed = config.seed if seed is None else seed
     keras.utils.set_random_seed(seed)
     layout = discover(data_dir)
     cache = np.zeros((len(layout.items), input_size, input_size, 3), np.uint8)
     records = scan(layout, cache, (input_size, input_size))
-    split = make_split(layout, records, (0.8, 0.1, 0.1), seed)
+    split = make_split(layout, records, config.split, seed)
     labels = np.array([layout.labels.index(r.item.label) for r in records])
 
     def batches(name: str):
@@ -163,25 +167,28 @@ def main() -> None:
     parser.add_argument("--speed-only", action="store_true", help="only the frozen/unfrozen epoch timing, no training run")
     parser.add_argument("--anchor", action="store_true",
                         help="run the plain Keras recipe the trainer must beat instead, on the same split")
-    parser.add_argument("--seed", type=int, default=42, help="split seed for --anchor (edgeclass train's --seed)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed of the split and the run (edgeclass train's --seed; default 42)")
     parser.add_argument("extra", nargs="*", help="more 'edgeclass train' options, after --")
     args = parser.parse_args()
     if not args.data.is_dir():
         sys.exit(f"benchmark needs the flowers dataset at {args.data}; not found")
     out = args.out or Path(f"/tmp/bench-flowers-{args.alpha:g}")
     env = dict(os.environ, KERAS_HOME=str(keras_home_with_weights(args.alpha, args.input_size)))
-    if args.anchor:
+    if args.anchor or args.speed_only or args.speed_images:
+        # These parts run Keras in this process rather than in an `edgeclass train` child.
         os.environ["KERAS_HOME"] = env["KERAS_HOME"]
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.anchor:
         print(json.dumps(anchor(args.data, args.alpha, args.input_size, args.seed), indent=2))
         return
     if args.speed_only:
-        os.environ["KERAS_HOME"] = env["KERAS_HOME"]
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         print(json.dumps(speed(args.data, args.alpha, args.input_size, args.speed_images or 320, 32), indent=2))
         return
     command = [str(Path(sys.executable).with_name("edgeclass")), "train", str(args.data), "-o", str(out), "--force",
                "--alpha", str(args.alpha), "--input-size", str(args.input_size), *args.extra]
+    if args.seed is not None:
+        command += ["--seed", str(args.seed)]
     print("$", "KERAS_HOME=" + env["KERAS_HOME"], " ".join(command), flush=True)
     start = time.perf_counter()
     subprocess.run(command, env=env, check=True)
@@ -202,8 +209,6 @@ def main() -> None:
         "finetune_images_per_s": training["finetune_images_per_s"],
     }
     if args.speed_images:
-        os.environ["KERAS_HOME"] = env["KERAS_HOME"]
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         figures.update(speed(args.data, args.alpha, args.input_size, args.speed_images, 32))
     print(json.dumps(figures, indent=2))
 
