@@ -54,8 +54,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 def invoke_latency_ms(model: Path, input_spec, output_spec, frame, runs: int, threads: int) -> float:
     """Median wall time of one ``invoke`` through the device's Classifier."""
-    from edgeclass.device.classifier import Classifier
-    from edgeclass.device.preprocess import Preprocessor
+    from edgeclass.device.pipeline.classifier import Classifier
+    from edgeclass.device.pipeline.preprocess import Preprocessor
 
     classifier = Classifier(model, input_spec, output_spec, num_threads=threads)
     tensor = Preprocessor(input_spec)(frame)
@@ -106,7 +106,7 @@ def bench_one(run: Path, out: Path, normalization: str, bias_correction: bool, r
     from edgeclass.convert.pipeline import ConvertOptions, convert_training_dir, specs_from_model
     from edgeclass.train.progress import progress_bar
     from edgeclass.device.bundle import load_bundle
-    from edgeclass.device.images import load_image
+    from edgeclass.device.pipeline.images import load_image
     from edgeclass.train.rundir import load_training_dir
 
     td = load_training_dir(run)

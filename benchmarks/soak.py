@@ -55,7 +55,7 @@ def sample(frames: int) -> dict:
 
 
 def make_inputs(work: Path, args) -> tuple[Path, Path]:
-    from edgeclass.device.bundle_create import create_bundle_from_model
+    from edgeclass.device.pipeline.wrap import create_bundle_from_model
     from tests.device.conftest import colour_frame, write_video
     from tests.device.tinymodel import write_colour_classifier
 
@@ -84,11 +84,11 @@ def main() -> int:
     import logging
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from edgeclass.device import systemd
-    from edgeclass.device.runconfig import RunRequest, load_run, run_options
-    from edgeclass.device.runtime import HookChain, RunHooks, Runner
-    from edgeclass.device.sinks import Sink
-    from edgeclass.device.supervise import Liveness, ServiceHooks
+    from edgeclass.device.outputs.factory import build_outputs
+    from edgeclass.device.pipeline.loop import Output, RunLimits, Runner
+    from edgeclass.device.service import systemd
+    from edgeclass.device.service.runconfig import RunRequest, load_run
+    from edgeclass.device.service.supervise import Liveness, Supervisor
 
     work = Path(tempfile.mkdtemp(prefix="edgeclass-soak-"))
     bundle, video = make_inputs(work, args)
@@ -116,44 +116,47 @@ def main() -> int:
     os.environ["NOTIFY_SOCKET"] = notify_path
     os.environ["WATCHDOG_USEC"] = "2000000"
 
-    cli = {"model": {"bundle": str(bundle), "threads": args.threads}, "source": {"source": str(video)},
+    cli = {"model": {"bundle": str(bundle), "threads": args.threads}, "source": {"source": str(video), "loop": True},
            "service": {"state_file": str(work / "state.json"), "state_interval": 0.2}}
     if args.uncertain:
         cli["uncertain"] = {"dir": str(work / "uncertain"), "threshold": 1.0, "max_per_minute": 60, "max_mb": 2.0}
     loaded = load_run(RunRequest(None, cli))
-    options = run_options(loaded.config, max_frames=args.frames, loop=True)
-    hooks = ServiceHooks(watchdog=systemd.Watchdog.from_env(), state_file=loaded.state_file, state_interval=0.2,
-                         liveness=Liveness.for_options(options.stall_timeout, options.reopen_backoff_max, time.monotonic()))
+    src = loaded.config.source
+    supervisor = Supervisor(watchdog=systemd.Watchdog.from_env(), state_file=loaded.state_file, state_interval=0.2,
+                            liveness=Liveness.for_options(src.stall_timeout, src.reopen_backoff_max, time.monotonic()))
 
-    class Counting(Sink):
+    class Counting(Output):
+        """Counts the results instead of printing them: the figures are about the process itself."""
+
         records = 0
 
-        def emit(self, record: dict) -> None:  # no terminal I/O: the figures are about the process itself
+        def write(self, frame, decision) -> None:
             Counting.records += 1
 
     samples: list[dict] = []
     every = max(args.frames // 10, 1)
 
-    class Probe(RunHooks):
-        def result(self, runner, decision):
-            n = runner.stats.frames
+    class Probe(Output):
+        def start(self, run) -> None:
+            self.run = run
+
+        def write(self, frame, decision) -> None:
+            n = self.run.stats.frames
             if n == args.warmup or n % every == 0 or n == args.frames:
                 samples.append(sample(n))
                 print(f"  {n:>7} frames  RSS {samples[-1]['rss_mb']:.1f} MB  threads {samples[-1]['threads']}"
                       f" (python {samples[-1]['py_threads']})  fds {samples[-1]['fds']}", flush=True)
 
-    extra = []
-    if args.uncertain:
-        from edgeclass.device.uncertain import UncertainSaver
-
-        u = loaded.config.uncertain
-        extra.append(UncertainSaver(u.dir, threshold=u.threshold, max_per_minute=u.max_per_minute, max_mb=u.max_mb))
-    runner = Runner(loaded.bundle, str(video), Counting(), options, hooks=HookChain(hooks, *extra, Probe()),
-                    classifier=loaded.classifier)
-    print(f"soak: {args.frames} frames of {video.name} (looping, {options.emit.value}) through {loaded.bundle.name}")
+    # The configured outputs but the result stream (the uncertain saver with --uncertain).
+    extra = [o for name, o in build_outputs(loaded.config).items() if name != "stream"]
+    runner = Runner(loaded.bundle, loaded.classifier, src, loaded.config.decision,
+                    outputs=[Counting(), *extra, supervisor, Probe()], limits=RunLimits(max_frames=args.frames))
+    print(f"soak: {args.frames} frames of {video.name} (looping, every frame counted) through {loaded.bundle.name}")
     started = time.perf_counter()
     summary = runner.run()
     elapsed = time.perf_counter() - started
+    for output in runner.outputs:
+        output.close()
     after = sample(summary["frames"])
     start = next(s for s in samples if s["frames"] == args.warmup)
     end = samples[-1]  # the last frame, still inside the loop (capture thread running)

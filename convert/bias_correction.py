@@ -28,8 +28,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgeclass.device.interpreter import find_backend
-from edgeclass.device.preprocess import InputSpec, Preprocessor
+from edgeclass.device.pipeline.interpreter import find_backend
+from edgeclass.device.bundle import InputSpec
+from edgeclass.device.pipeline.preprocess import Preprocessor
 
 from .progress import Progress, no_progress
 from .tflite_graph import Graph, OpInfo, _schema, parse_graph

@@ -16,9 +16,10 @@ from typing import Sequence
 import numpy as np
 
 from edgeclass.device.bundle import OutputSpec
-from edgeclass.device.classifier import Classifier
+from edgeclass.device.pipeline.classifier import Classifier
 from edgeclass.device.errors import EdgeclassError
-from edgeclass.device.preprocess import InputSpec, Preprocessor
+from edgeclass.device.bundle import InputSpec
+from edgeclass.device.pipeline.preprocess import Preprocessor
 
 from .progress import Progress, no_progress
 

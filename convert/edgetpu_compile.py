@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeclass.device.errors import EdgeclassError
-from edgeclass.device.interpreter import has_edgetpu_op
+from edgeclass.device.pipeline.interpreter import has_edgetpu_op
 
 log = logging.getLogger(__name__)
 

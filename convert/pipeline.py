@@ -25,10 +25,11 @@ from pathlib import Path
 import numpy as np
 
 from edgeclass.device.bundle import OutputSpec, load_bundle, write_bundle
-from edgeclass.device.classifier import EdgeTPU, open_classifier
+from edgeclass.device.pipeline.classifier import EdgeTPU, open_classifier
 from edgeclass.device.errors import BundleError, EdgeclassError
-from edgeclass.device.interpreter import make_interpreter
-from edgeclass.device.preprocess import InputSpec, Preprocessor, ResizePolicy
+from edgeclass.device.pipeline.interpreter import make_interpreter
+from edgeclass.device.bundle import InputSpec, ResizePolicy
+from edgeclass.device.pipeline.preprocess import Preprocessor
 from edgeclass.train.rundir import DATASET, TrainingDir, TrainingDirError, load_training_dir
 
 from . import edgetpu_compile

@@ -17,8 +17,9 @@ from typing import Sequence
 import numpy as np
 
 from edgeclass.device.errors import EdgeclassError, ImageError
-from edgeclass.device.images import load_image
-from edgeclass.device.preprocess import ResizePolicy, resize_image
+from edgeclass.device.pipeline.images import load_image
+from edgeclass.device.bundle import ResizePolicy
+from edgeclass.device.pipeline.preprocess import resize_image
 
 from .progress import Progress, no_progress
 

@@ -27,9 +27,9 @@ from typing import Callable
 import numpy as np
 
 from .bundle import load_bundle
-from .classifier import EdgeTPU, open_classifier
 from .errors import EdgeclassError
-from .preprocess import Preprocessor
+from .pipeline.classifier import EdgeTPU, open_classifier
+from .pipeline.preprocess import Preprocessor
 
 
 def write_test_video(path: Path, frames: int, size: tuple[int, int] = (640, 480), fps: float = 30.0) -> Path:
@@ -143,7 +143,7 @@ def run_benchmark(bundle_path: Path, frames: int = 600, threads: int | None = No
         tensor = preprocess(sample[0])
         invoke_fps = _rate(lambda: classifier.invoke(tensor), 3.0)
         say(f"invoke          {invoke_fps:.1f} /s (interpreter alone, {classifier.backend})")
-        del classifier
+        classifier = None  # release the interpreter before the next measurement
 
         naive_fps = _naive_fps(video, bundle, threads)
         say(f"naive loop      {naive_fps:.1f} fps (read, convert, resize, invoke, print in sequence)")

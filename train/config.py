@@ -11,7 +11,7 @@ from enum import Enum
 
 from edgeclass.device import __version__
 from edgeclass.device.errors import EdgeclassError
-from edgeclass.device.preprocess import ResizePolicy
+from edgeclass.device.bundle import ResizePolicy
 
 
 class ConfigError(EdgeclassError):

@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from edgeclass.device.errors import EdgeclassError, ImageError
-from edgeclass.device.images import decode_image, is_image_path, list_images
-from edgeclass.device.preprocess import ResizePolicy, resize_image
+from edgeclass.device.pipeline.images import decode_image, is_image_path, list_images
+from edgeclass.device.bundle import ResizePolicy
+from edgeclass.device.pipeline.preprocess import resize_image
 
 from .imageinfo import ImageInfo, inspect_image, needs_handling
 from .progress import progress_bar

@@ -10,7 +10,7 @@ import numpy as np
 
 from edgeclass.device.bundle import read_labels
 from edgeclass.device.errors import EdgeclassError
-from edgeclass.device.preprocess import ResizePolicy
+from edgeclass.device.bundle import ResizePolicy
 
 from . import rundir
 from .dataset import DatasetError, discover, scan

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeclass.device.images import load_image
-from edgeclass.device.preprocess import ResizePolicy, resize_image
+from edgeclass.device.pipeline.images import load_image
+from edgeclass.device.bundle import ResizePolicy
+from edgeclass.device.pipeline.preprocess import resize_image
 
 LABELS = ("blue_bars", "green_disc", "red_checks")
 SIZES = ((72, 96), (96, 72), (80, 80), (64, 120))

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from edgeclass.device.bundle import load_bundle
-from edgeclass.device.images import load_image
-from edgeclass.device.preprocess import InputSpec, ResizePolicy, resize_image
+from edgeclass.device.pipeline.images import load_image
+from edgeclass.device.bundle import InputSpec, ResizePolicy
+from edgeclass.device.pipeline.preprocess import resize_image
 
 pytestmark = pytest.mark.slow
 
@@ -67,8 +68,8 @@ def test_corrected_model_tracks_the_float_model_more_closely(converted, tmp_path
     """On the calibration images: scores of the corrected int8 model are closer to float TFLite's."""
     from edgeclass.convert.bias_correction import correct_biases
     from edgeclass.convert.pipeline import specs_from_model
-    from edgeclass.device.classifier import Classifier
-    from edgeclass.device.preprocess import Preprocessor
+    from edgeclass.device.pipeline.classifier import Classifier
+    from edgeclass.device.pipeline.preprocess import Preprocessor
 
     int8, float_model, images, int8_spec, float_spec = converted
     corrected, _ = correct_biases(int8, float_model, images, int8_spec, float_spec)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from edgeclass.device.bundle import load_bundle
-from edgeclass.device.classifier import EdgeTPU, open_classifier
-from edgeclass.device.images import load_image
-from edgeclass.device.preprocess import Preprocessor
+from edgeclass.device.pipeline.classifier import EdgeTPU, open_classifier
+from edgeclass.device.pipeline.images import load_image
+from edgeclass.device.pipeline.preprocess import Preprocessor
 
 from ..conftest import run_edgeclass
 from .rundir_factory import LABELS
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 def test_bundle_loads_on_the_device_and_agrees_with_float_keras(tiny_bundle, tiny_run):
     import keras
 
-    from edgeclass.device.preprocess import resize_image
+    from edgeclass.device.pipeline.preprocess import resize_image
 
     bundle_dir, _ = tiny_bundle
     bundle = load_bundle(bundle_dir)

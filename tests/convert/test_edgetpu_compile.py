@@ -17,7 +17,7 @@ import pytest
 
 from edgeclass.convert.edgetpu_compile import EdgeTPUCompilerError, find_compiler, parse_compiler_log
 from edgeclass.device.bundle import load_bundle
-from edgeclass.device.classifier import open_classifier
+from edgeclass.device.pipeline.classifier import open_classifier
 
 from ..conftest import run_edgeclass
 from .conftest import write_stand_in_compiler

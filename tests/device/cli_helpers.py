@@ -1,4 +1,4 @@
-"""Run the service commands through the real ``edgeclass`` app, whether or not device/cli.py registers them yet."""
+"""Run ``edgeclass`` commands in a fresh process, or get its typer app in this one."""
 
 from __future__ import annotations
 
@@ -8,10 +8,8 @@ import sys
 
 import pytest
 
-# A process whose main() is edgeclass's own, with the service commands attached
-# (register() is a no-op once device/cli.py does it itself).
-_MAIN = ("import sys; from edgeclass.device import cli, service_cli; "
-         "service_cli.register(cli.app, cli.bundle_app); sys.argv[0] = 'edgeclass'; cli.main()")
+# A process whose main() is edgeclass's own console entry point.
+_MAIN = "import sys; from edgeclass.device.cli import main; sys.argv[0] = 'edgeclass'; main()"
 
 
 def edgeclass(*args, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
@@ -22,8 +20,7 @@ def edgeclass(*args, timeout: float = 120, **kwargs) -> subprocess.CompletedProc
 
 @pytest.fixture()
 def cli_app():
-    """edgeclass.device.cli.app with the service commands registered (idempotent)."""
-    from edgeclass.device import cli, service_cli
+    """The ``edgeclass`` typer app, every command attached."""
+    from edgeclass.device.cli import app
 
-    service_cli.register(cli.app, cli.bundle_app)
-    return cli.app
+    return app

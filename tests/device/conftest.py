@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeclass.device.bundle_create import create_bundle_from_model
+from edgeclass.device.pipeline.wrap import create_bundle_from_model
 
 from .tinymodel import COLOURS, write_colour_classifier
 

@@ -17,7 +17,7 @@ def make_bundle(out: Path, name: str) -> Path:
     """``edgeclass bundle create -m mobilenet_v1_0.25_128_quant.tflite -l imagenet_labels.txt -o out --name name``."""
     if not MODEL.is_file():
         pytest.skip(f"{MODEL} not present: the Coral models are only on the development machines")
-    from edgeclass.device.bundle_create import create_bundle_from_model
+    from edgeclass.device.pipeline.wrap import create_bundle_from_model
 
     return create_bundle_from_model(MODEL, LABELS, out, name=name)
 

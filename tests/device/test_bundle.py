@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from edgeclass.device.bundle import OutputSpec, load_bundle, write_bundle
-from edgeclass.device.bundle_create import create_bundle_from_model
-from edgeclass.device.classifier import open_classifier
+from edgeclass.device.pipeline.wrap import create_bundle_from_model
+from edgeclass.device.pipeline.classifier import open_classifier
 from edgeclass.device.errors import BundleError, ModelError
-from edgeclass.device.preprocess import InputSpec, Preprocessor
+from edgeclass.device.bundle import InputSpec
+from edgeclass.device.pipeline.preprocess import Preprocessor
 
 from ..conftest import run_edgeclass
 from .conftest import colour_frame

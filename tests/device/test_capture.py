@@ -19,9 +19,9 @@ import cv2
 import numpy as np
 import pytest
 
-from edgeclass.device.capture import QUEUE_DEPTH, FrameGrabber, is_blank
+from edgeclass.device.pipeline.capture import QUEUE_DEPTH, FrameGrabber, is_blank
 from edgeclass.device.errors import SourceError
-from edgeclass.device.sources import FrameSource, VideoFile, open_source
+from edgeclass.device.pipeline.sources import FrameSource, VideoFile, open_source
 
 from .conftest import write_video as write_bgr_video
 
@@ -241,7 +241,7 @@ def test_unreadable_file_fails_fast_naming_it(tmp_path):
 def test_missing_camera_is_retried_with_backoff_then_given_up(caplog):
     factory = Factory(lambda: open_source("/dev/video97"))
     start = time.monotonic()
-    with caplog.at_level(logging.INFO, logger="edgeclass.device.capture"):
+    with caplog.at_level(logging.INFO, logger="edgeclass.device.pipeline.capture"):
         with FrameGrabber(factory, give_up_after=0.8, reopen_backoff=(0.05, 0.2)) as grabber:
             with pytest.raises(SourceError, match=r"/dev/video97.*giving up.*no such device"):
                 grabber.get(timeout=10)
@@ -281,7 +281,7 @@ def test_named_pipe_that_stalls_is_detected_and_reopened(tmp_path, clip, caplog)
     first_writer = threading.Thread(target=write, args=(data[: len(data) * 2 // 3], False), daemon=True)
     first_writer.start()
     baseline = threading.active_count()
-    with caplog.at_level(logging.INFO, logger="edgeclass.device.capture"):
+    with caplog.at_level(logging.INFO, logger="edgeclass.device.pipeline.capture"):
         grabber = FrameGrabber(make, stall_timeout=0.5, **FAST)
         with grabber:
             before = []
@@ -347,7 +347,7 @@ def test_live_read_errors_trigger_reopen_with_continuing_indices(clip):
 def test_live_source_sending_only_blank_frames_is_reopened_then_given_up(tmp_path, caplog):
     black = write_video(tmp_path / "black.avi", [np.zeros((48, 64, 3), np.uint8)] * 10)
     make = lambda: open_source(black, loop=True, realtime=True, fps=100)  # noqa: E731
-    with caplog.at_level(logging.WARNING, logger="edgeclass.device.capture"):
+    with caplog.at_level(logging.WARNING, logger="edgeclass.device.pipeline.capture"):
         with FrameGrabber(make, stall_timeout=0.3, give_up_after=1.2, **FAST) as grabber:
             with pytest.raises(SourceError, match="giving up.*only blank frames"):
                 grabber.get(timeout=10)
@@ -396,7 +396,7 @@ def test_close_is_prompt_even_when_read_is_blocked(caplog):
     assert grabber.get(timeout=5) is not None
     time.sleep(0.1)  # the reader is now blocked in os.read()
     start = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="edgeclass.device.capture"):
+    with caplog.at_level(logging.WARNING, logger="edgeclass.device.pipeline.capture"):
         grabber.close()
     assert time.monotonic() - start < 2.0
     assert grabber.get(timeout=1) is None  # closed: no more frames, no exception

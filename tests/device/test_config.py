@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from edgeclass.device.config import (
+from edgeclass.device.service.config import (
     ConfigError,
     DeviceConfig,
     build,
     bundle_defaults,
     check_values,
-    load_config,
     read_config_file,
     resolve,
 )
+from edgeclass.device.service.runconfig import RunRequest, resolve_config
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_TOML = REPO / "systemd" / "device.toml"
+
+
+def load_config(path: Path) -> DeviceConfig:
+    """The file's values over the built-in defaults (no service or interactive layer)."""
+    return build(read_config_file(path))
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -121,8 +127,9 @@ def test_invalid_toml_and_missing_file(tmp_path):
 
 def test_precedence_cli_over_file_over_bundle_over_defaults(tmp_path):
     path = _write(tmp_path, "[decision]\nthreshold = 0.6\ntop_k = 2\n")
-    bundle = bundle_defaults({"defaults": {"decision": {"threshold": 0.4, "smoothing": 0.5, "future_knob": 1}}})
-    cfg = load_config(path, bundle_values=bundle, cli_values={"decision": {"top_k": 5, "threshold": None}})
+    bundle = SimpleNamespace(manifest={"defaults": {"decision": {"threshold": 0.4, "smoothing": 0.5, "future_knob": 1}}},
+                             path=tmp_path)
+    cfg = resolve_config(RunRequest(path, {"decision": {"top_k": 5, "threshold": None}}), bundle)
     assert cfg.decision.top_k == 5  # CLI beats the file
     assert cfg.decision.threshold == 0.6  # file beats the bundle; CLI None = not given
     assert cfg.decision.smoothing == 0.5  # bundle beats the built-in 0.0
@@ -136,7 +143,7 @@ def test_resolve_is_plain_layering():
 
 def test_cli_values_are_checked_by_name():
     with pytest.raises(ConfigError, match=r"^command line: \[decision\] threshold = 3 must be between 0 and 1$"):
-        load_config(None, cli_values={"decision": {"threshold": 3}})
+        resolve_config(RunRequest(None, {"decision": {"threshold": 3}}))
 
 
 def test_build_and_check_values_without_a_file(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeclass.device.decide import UNKNOWN, Decider
+from edgeclass.device.pipeline.decide import UNKNOWN, Decider
 
 LABELS = ("cat", "dog", "bird")
 

@@ -109,7 +109,7 @@ def remote_edgeclass(tmp_path_factory) -> str:
 FAKE_RELOAD = """\
 import os, sys
 from edgeclass.device.bundle import load_bundle
-from edgeclass.device.state import write_state
+from edgeclass.device.service.state import write_state
 root, state_file, pid = sys.argv[1], sys.argv[2], int(sys.argv[3])
 refuse = sys.argv[4] if len(sys.argv) > 4 else None
 path = os.path.realpath(os.path.join(root, "current"))

@@ -15,13 +15,13 @@ import shutil
 
 import pytest
 
-from edgeclass.device import classifier as classifier_mod
-from edgeclass.device import interpreter as interpreter_mod
+from edgeclass.device.pipeline import classifier as classifier_mod
+from edgeclass.device.pipeline import interpreter as interpreter_mod
 from edgeclass.device.bundle import load_bundle, sha256_file
-from edgeclass.device.bundle_create import create_bundle_from_model
-from edgeclass.device.classifier import EdgeTPU, open_classifier
+from edgeclass.device.pipeline.wrap import create_bundle_from_model
+from edgeclass.device.pipeline.classifier import EdgeTPU, open_classifier
 from edgeclass.device.errors import BundleError, ModelError
-from edgeclass.device.interpreter import has_edgetpu_op, make_interpreter
+from edgeclass.device.pipeline.interpreter import has_edgetpu_op, make_interpreter
 
 from ..conftest import run_edgeclass
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeclass.device.preprocess import InputSpec, Preprocessor, ResizePolicy, crop_box, resize_image
+from edgeclass.device.bundle import InputSpec, ResizePolicy
+from edgeclass.device.pipeline.preprocess import Preprocessor, crop_box, resize_image
 
 
 def _reference(rgb, spec: InputSpec) -> np.ndarray:

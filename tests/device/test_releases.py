@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from edgeclass.device.errors import EdgeclassError
-from edgeclass.device.releases import (
+from edgeclass.device.fleet.releases import (
     ReleaseError,
     current_release,
     install_bundle,

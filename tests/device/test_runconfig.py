@@ -13,9 +13,10 @@ import pytest
 
 from edgeclass.device.bundle import sha256_file
 from edgeclass.device.errors import BundleError, EdgeclassError, ModelError
-from edgeclass.device.hotreload import Reloader, validate_bundle
-from edgeclass.device.runconfig import RunRequest, load_run, restart_only_changes, resolve_config, run_options
-from edgeclass.device.runtime import Emit
+from edgeclass.device.pipeline.preprocess import Preprocessor
+from edgeclass.device.pipeline.verify import verify_bundle
+from edgeclass.device.service.hotreload import Reloader
+from edgeclass.device.service.runconfig import RunRequest, load_run, restart_only_changes, resolve_config
 
 
 def _copy_with_defaults(src: Path, dest: Path, defaults: dict | None) -> Path:
@@ -37,8 +38,8 @@ def test_interactive_defaults_are_unchanged(colour_bundle, colour_video):
     assert (out.format, out.emit, out.stats_interval, out.path) == ("human", "all", 0.0, "-")
     assert dec.threshold == 0.5 and dec.top_k == 3
     assert loaded.state_file is None  # no state file unless asked for
-    options = run_options(loaded.config)
-    assert options.emit is Emit.ALL and options.give_up_after == 300.0 and not options.wait_for_source
+    src = loaded.config.source
+    assert src.give_up_after == 300.0 and not src.wait_for_source  # a missing camera fails at once interactively
 
 
 def test_precedence_cli_over_file_over_bundle_over_defaults(colour_bundle, colour_video, tmp_path):
@@ -51,6 +52,7 @@ def test_precedence_cli_over_file_over_bundle_over_defaults(colour_bundle, colou
     d = loaded.config.decision
     assert (d.threshold, d.smoothing, d.top_k) == (0.7, 0.2, 3)  # bundle, file, command line
     assert loaded.config.output.format == "jsonl" and loaded.config.output.emit == "changes"  # service defaults
+    assert loaded.config.source.wait_for_source  # a service waits for a camera that is not there yet
     assert loaded.bundle.path == bundle.resolve() and loaded.state_file == tmp_path / "s.json"
 
 
@@ -72,19 +74,24 @@ def test_restart_only_changes_are_named(colour_bundle, colour_video, tmp_path):
     assert restart_only_changes(old, new) == ["source.source", "source.stall_timeout"]
 
 
-def test_validate_refuses_garbage_model_by_hash_and_by_interpreter(colour_bundle, tmp_path):
+def test_verify_refuses_garbage_model_by_hash_and_by_interpreter(colour_bundle, tmp_path):
     bad_hash = shutil.copytree(colour_bundle, tmp_path / "bad-hash")
     (bad_hash / "model.tflite").write_bytes(b"not a model at all" * 10)
     with pytest.raises(BundleError, match=r"model.tflite: sha256 is"):
-        validate_bundle(bad_hash)
+        verify_bundle(bad_hash)
     rehashed = shutil.copytree(bad_hash, tmp_path / "rehashed")
     manifest = json.loads((rehashed / "bundle.json").read_text())
     manifest["files"]["model.tflite"] = sha256_file(rehashed / "model.tflite")
     (rehashed / "bundle.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelError, match="not a usable TFLite model"):
-        validate_bundle(rehashed)
-    bundle, classifier = validate_bundle(colour_bundle)
-    assert classifier.scores is not None and bundle.labels == ("red", "green", "blue")
+        verify_bundle(rehashed)
+    bundle, classifier, ms = verify_bundle(colour_bundle)
+    assert bundle.labels == ("red", "green", "blue") and ms > 0
+    # The classifier it hands back is the working one: it tells red from blue.
+    from .conftest import colour_frame
+
+    preprocess = Preprocessor(bundle.input)
+    assert [int(classifier.scores(preprocess(colour_frame(c))).argmax()) for c in ("red", "green", "blue")] == [0, 1, 2]
 
 
 def test_reloader_runs_in_background_coalesces_and_reports_errors():

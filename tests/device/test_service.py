@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from edgeclass.device.config import load_config
-from edgeclass.device.service import check_health, plan_install, render_unit, run_plan
-from edgeclass.device.state import StateError, read_state, write_state
+from edgeclass.device.service.config import build, read_config_file
+from edgeclass.device.service.health import check_health
+from edgeclass.device.service.install import plan_install, render_unit, run_plan
+from edgeclass.device.service.state import StateError, read_state, write_state
 
 from .cli_helpers import cli_app, edgeclass  # noqa: F401  (fixture)
 
@@ -21,7 +22,7 @@ runner = CliRunner()
 
 
 def test_packaged_files_are_the_ones_in_systemd_folder():
-    from edgeclass.device.service import packaged_file
+    from edgeclass.device.service.install import packaged_file
 
     for name in ("edgeclass.service", "device.toml"):
         assert packaged_file(name) == (REPO / "systemd" / name).read_text(encoding="utf-8"), name
@@ -65,7 +66,7 @@ def test_install_under_prefix_writes_files_and_is_idempotent(cli_app, tmp_path):
     assert "\nUser=camuser\n" in unit.read_text()
     assert config.read_text() == (REPO / "systemd" / "device.toml").read_text()
     assert (tmp_path / "var/lib/edgeclass/releases").is_dir()
-    assert load_config(config).model.bundle == Path("/var/lib/edgeclass/current")
+    assert build(read_config_file(config)).model.bundle == Path("/var/lib/edgeclass/current")
     assert oct(unit.stat().st_mode & 0o777) == "0o644"
 
     config.write_text(config.read_text().replace("threshold = 0.5", "threshold = 0.7"))  # the user's edit
@@ -74,7 +75,7 @@ def test_install_under_prefix_writes_files_and_is_idempotent(cli_app, tmp_path):
     assert f"unchanged: {unit}" in second.output
     assert f"keep: {config} (exists; never overwritten)" in second.output
     assert "would:" not in second.output and "write" not in second.output.replace("overwritten", "")
-    assert load_config(config).decision.threshold == 0.7
+    assert build(read_config_file(config)).decision.threshold == 0.7
 
 
 def test_install_on_the_system_needs_root_or_dry_run():

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from edgeclass.device.bundle import sha256_file
-from edgeclass.device.bundle_create import create_bundle_from_model
+from edgeclass.device.pipeline.wrap import create_bundle_from_model
 
 from .tinymodel import COLOURS, build_colour_classifier
 

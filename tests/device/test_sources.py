@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from edgeclass.device.errors import SourceError
-from edgeclass.device.sources import (
+from edgeclass.device.pipeline.sources import (
     PICAMERA2_MISSING,
     Frame,
     ImageFolder,
@@ -127,7 +127,7 @@ def test_truncated_video_ends_early_with_a_warning(tmp_path, clip, caplog):
     data = clip.read_bytes()
     cut = tmp_path / "cut.avi"
     cut.write_bytes(data[: len(data) // 2])
-    with caplog.at_level(logging.WARNING, logger="edgeclass.device.sources"):
+    with caplog.at_level(logging.WARNING, logger="edgeclass.device.pipeline.sources"):
         with open_source(cut) as source:
             frames = read_all(source)
     assert 3 < len(frames) < 20
@@ -139,7 +139,7 @@ def test_video_truncated_while_being_read(tmp_path, caplog):
     # cannot have swallowed the rest of the file before we cut it.
     rng = np.random.default_rng(0)
     path = write_video(tmp_path / "live.avi", (rng.integers(0, 256, (240, 320, 3), np.uint8) for _ in range(30)))
-    with caplog.at_level(logging.WARNING, logger="edgeclass.device.sources"):
+    with caplog.at_level(logging.WARNING, logger="edgeclass.device.pipeline.sources"):
         with open_source(path) as source:
             head = [source.read() for _ in range(3)]
             os.truncate(path, path.stat().st_size // 3)
@@ -181,7 +181,7 @@ def test_image_folder_sorted_skips_and_logs_bad_files(tmp_path, caplog):
         cv2.imwrite(str(folder / name), red_blue_bgr(1))
     (folder / "notes.txt").write_text("not an image")
     (folder / "broken.jpg").write_bytes(b"\xff\xd8 definitely not a jpeg")
-    with caplog.at_level(logging.WARNING, logger="edgeclass.device.sources"):
+    with caplog.at_level(logging.WARNING, logger="edgeclass.device.pipeline.sources"):
         source = open_source(folder, loop=True)
         assert isinstance(source, ImageFolder)
         with source:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from edgeclass.device.capture import GrabberStats
-from edgeclass.device.supervise import Liveness
+from edgeclass.device.pipeline.capture import GrabberStats
+from edgeclass.device.service.supervise import Liveness
 
 QUIET = GrabberStats(source="cam", live=True, frames_read=10, delivered=10, dropped=0, blank_skipped=0, reopens=0,
                      last_error=None, is_stalled=False, seconds_since_frame=0.0)

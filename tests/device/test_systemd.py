@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from edgeclass.device import systemd
+from edgeclass.device.service import systemd
 
 
 def _bind(address: str) -> socket.socket:
@@ -90,7 +90,7 @@ def test_abstract_namespace(abstract_socket):
 
 def test_child_process_notifies_in_order(notify_socket):
     """A separate process (as the service is) reaches the socket through the inherited variable."""
-    code = ("from edgeclass.device import systemd as s; "
+    code = ("from edgeclass.device.service import systemd as s; "
             "assert s.ready() and s.watchdog_ping() and s.stopping()")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
     assert [_lines(notify_socket)[0] for _ in range(3)] == ["READY=1", "WATCHDOG=1", "STOPPING=1"]

@@ -8,10 +8,10 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from edgeclass.device.decide import Decider
-from edgeclass.device.images import list_images, load_image
-from edgeclass.device.sources import Frame
-from edgeclass.device.uncertain import UncertainSaver
+from edgeclass.device.pipeline.decide import Decider
+from edgeclass.device.pipeline.images import list_images, load_image
+from edgeclass.device.pipeline.sources import Frame
+from edgeclass.device.outputs.uncertain import UncertainSaver
 
 from .conftest import colour_frame
 
@@ -26,13 +26,21 @@ class Clock:
         return self.now
 
 
-def _runner(scores, index: int, name: str = "red"):
-    """The two things the hook reads from a Runner: the frame and its raw scores (plus names for the sidecar)."""
-    scores = np.asarray(scores, np.float32)
-    frame = Frame(colour_frame(name, seed=index), 1_750_000_000.0 + index, index)
-    bundle = SimpleNamespace(labels=LABELS, name="colours", path="/releases/colours-v1")
-    return SimpleNamespace(frame=frame, scores=scores, bundle=bundle, source="/dev/video0"), \
-        Decider(LABELS, k=3).update(scores)
+# What the saver asks the run about (for the sidecar): the bundle and the source, as a Runner answers.
+RUN = SimpleNamespace(bundle=SimpleNamespace(labels=LABELS, name="colours", path="/releases/colours-v1"),
+                      source_description=lambda: "camera /dev/video0 (160x120 @ 30 fps)")
+
+
+def _frame(index: int, name: str = "red") -> Frame:
+    return Frame(colour_frame(name, seed=index), 1_750_000_000.0 + index, index)
+
+
+def _feed(saver: UncertainSaver, scores, index: int, name: str = "red") -> None:
+    """One classified frame through the output interface, as the frame loop hands it over; then wait for the disk."""
+    if getattr(saver, "_run", None) is None:
+        saver.start(RUN)
+    saver.write(_frame(index, name), Decider(LABELS, k=3).update(np.asarray(scores, np.float32)))
+    assert saver.flush(10)
 
 
 def _loose(directory):
@@ -41,9 +49,9 @@ def _loose(directory):
 
 def test_only_low_scores_are_saved_as_jpeg_and_sidecar(tmp_path):
     saver = UncertainSaver(tmp_path / "u", threshold=0.5, clock=Clock())
-    saver.result(*_runner([0.9, 0.05, 0.05], 1))
+    _feed(saver, [0.9, 0.05, 0.05], 1)
     assert _loose(tmp_path / "u") == []
-    saver.result(*_runner([0.4, 0.35, 0.25], 2, "green"))
+    _feed(saver, [0.4, 0.35, 0.25], 2, "green")
     names = _loose(tmp_path / "u")
     assert len(names) == 2 and names[0].endswith("_f0000002_red.jpg") and names[1].endswith("_f0000002_red.json")
     sidecar = json.loads((tmp_path / "u" / names[1]).read_text())
@@ -51,7 +59,7 @@ def test_only_low_scores_are_saved_as_jpeg_and_sidecar(tmp_path):
     assert list(sidecar["scores"]) == ["red", "green", "blue"] and sidecar["scores"]["green"] == 0.35
     # The JPEG is the frame (lossy but close), in RGB order.
     rgb = load_image(tmp_path / "u" / names[0])
-    original = _runner([0], 2, "green")[0].frame.rgb
+    original = _frame(2, "green").rgb
     assert rgb.shape == original.shape and np.abs(rgb.astype(int) - original).mean() < 12
 
 
@@ -59,11 +67,11 @@ def test_rate_limit_is_a_sliding_minute(tmp_path):
     clock = Clock()
     saver = UncertainSaver(tmp_path, threshold=0.5, max_per_minute=3, clock=clock)
     for i in range(10):
-        saver.result(*_runner([0.4, 0.3, 0.3], i))
+        _feed(saver, [0.4, 0.3, 0.3], i)
         clock.now += 1
     assert saver.saved == 3
     clock.now += 55  # the first save is now a minute old
-    saver.result(*_runner([0.4, 0.3, 0.3], 20))
+    _feed(saver, [0.4, 0.3, 0.3], 20)
     assert saver.saved == 4
 
 
@@ -71,7 +79,7 @@ def test_disk_cap_removes_oldest_loose_frames_only(tmp_path):
     clock = Clock()
     saver = UncertainSaver(tmp_path, threshold=0.5, max_per_minute=1000, max_mb=1, clock=clock)
     for i in range(3):
-        saver.result(*_runner([0.4, 0.3, 0.3], i))
+        _feed(saver, [0.4, 0.3, 0.3], i)
     per_frame = saver.total_bytes / 3
     # A person already sorted one frame into a class folder: it is theirs now.
     (tmp_path / "red").mkdir()
@@ -80,7 +88,7 @@ def test_disk_cap_removes_oldest_loose_frames_only(tmp_path):
     cap = int(per_frame * 5.5)
     saver.max_bytes = cap
     for i in range(3, 12):
-        saver.result(*_runner([0.4, 0.3, 0.3], i))
+        _feed(saver, [0.4, 0.3, 0.3], i)
     assert saver.total_bytes <= cap
     jpgs = sorted(p.name for p in tmp_path.glob("*.jpg"))
     assert len(jpgs) == 5 and jpgs[-1].endswith("_f0000011_red.jpg") and jpgs[0].endswith("_f0000007_red.jpg")
@@ -91,12 +99,12 @@ def test_disk_cap_removes_oldest_loose_frames_only(tmp_path):
 def test_restart_counts_existing_frames_against_the_cap(tmp_path):
     saver = UncertainSaver(tmp_path, threshold=0.5, clock=Clock())
     for i in range(2):
-        saver.result(*_runner([0.4, 0.3, 0.3], i))
+        _feed(saver, [0.4, 0.3, 0.3], i)
     (tmp_path / "notes.txt").write_text("mine")  # not ours: ignored, never deleted
     again = UncertainSaver(tmp_path, threshold=0.5, clock=Clock())
     assert again.total_bytes == saver.total_bytes > 0
     again.max_bytes = 1
-    again.result(*_runner([0.4, 0.3, 0.3], 5))
+    _feed(again, [0.4, 0.3, 0.3], 5)
     assert _loose(tmp_path) == ["notes.txt"]
 
 
@@ -104,7 +112,7 @@ def test_sorted_folder_is_a_dataset_layout(tmp_path):
     """After sorting into class folders, the images are found per class and the sidecars are not images."""
     saver = UncertainSaver(tmp_path, threshold=0.5, max_per_minute=100, clock=Clock())
     for i, name in enumerate(["red", "green", "red", "green"]):
-        saver.result(*_runner([0.4, 0.3, 0.3], i, name))
+        _feed(saver, [0.4, 0.3, 0.3], i, name)
     for cls in ("red", "green"):
         (tmp_path / cls).mkdir()
     for i, jpg in enumerate(sorted(tmp_path.glob("*.jpg"))):

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeclass.device.images import load_image
-from edgeclass.device.preprocess import ResizePolicy, resize_image
+from edgeclass.device.pipeline.images import load_image
+from edgeclass.device.bundle import ResizePolicy
+from edgeclass.device.pipeline.preprocess import resize_image
 from edgeclass.train.audit import build_audit
 from edgeclass.train.dataset import DatasetError, discover, scan
 from edgeclass.train.split import make_split

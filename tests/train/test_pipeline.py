@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeclass.device.images import load_image
-from edgeclass.device.preprocess import InputSpec, Preprocessor, ResizePolicy, resize_image
+from edgeclass.device.pipeline.images import load_image
+from edgeclass.device.bundle import InputSpec, ResizePolicy
+from edgeclass.device.pipeline.preprocess import Preprocessor, resize_image
 from edgeclass.train.config import Augment
 from edgeclass.train.dataset import discover, scan
 

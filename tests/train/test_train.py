@@ -90,8 +90,9 @@ def test_saved_model_is_float32_softmax_on_0_255_pixels(trained):
     assert model.inputs[0].dtype == "float32"
     assert {w.dtype for w in model.weights} == {"float32"}
     assert model.compute_dtype == "float32"
-    from edgeclass.device.images import load_image
-    from edgeclass.device.preprocess import ResizePolicy, resize_image
+    from edgeclass.device.pipeline.images import load_image
+    from edgeclass.device.bundle import ResizePolicy
+    from edgeclass.device.pipeline.preprocess import resize_image
 
     run = rundir.load_training_dir(out)
     items = run.split_items("test") + run.split_items("train")

@@ -1,0 +1,127 @@
+"""``edgeclass bundle create|info|install|rollback``: make, inspect and install bundles."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import EdgeclassError
+from ..errors import parse_choice as _choice
+from .app import bundle_app
+
+
+@bundle_app.command("create")
+def bundle_create(
+    model: Path = typer.Option(..., "--model", "-m", exists=True, dir_okay=False, help="A CPU TFLite classifier (one image input, one score output)."),
+    labels: Path = typer.Option(..., "--labels", "-l", exists=True, dir_okay=False, help="Text file, one label per line, line i = output i."),
+    output: Path = typer.Option(..., "--output", "-o", help="Bundle directory to create."),
+    resize: str = typer.Option("center_crop", "--resize", help="How frames become the input size: center_crop or stretch."),
+    mean: Optional[float] = typer.Option(None, help="Pixel mean for normalisation. Default: raw pixel bytes are the quantized input."),
+    std: Optional[float] = typer.Option(None, help="Pixel std for normalisation (see --mean)."),
+    scores: str = typer.Option("probabilities", help="What the output holds: probabilities or logits (softmax applied on the device)."),
+    edgetpu_model: Optional[Path] = typer.Option(None, "--edgetpu-model", exists=True, dir_okay=False, help="The same model compiled for the Edge TPU."),
+    name: Optional[str] = typer.Option(None, help="Bundle name (default: the output directory's name)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
+) -> None:
+    """Wrap an existing TFLite classifier and its labels into a bundle, reading input/output details from the model."""
+    from ..bundle import ResizePolicy
+    from ..pipeline.wrap import create_bundle_from_model
+
+    policy = _choice(ResizePolicy, resize, "--resize")
+    if scores not in ("probabilities", "logits"):
+        raise EdgeclassError(f"--scores is {scores!r}, expected probabilities or logits")
+    out = create_bundle_from_model(model, labels, output, resize=policy, mean=mean, std=std, scores=scores,
+                                   edgetpu_model=edgetpu_model, name=name, force=force)
+    typer.echo(f"bundle written to {out}")
+    _print_bundle_info(out, verify=False)
+
+
+@bundle_app.command("info")
+def bundle_info(
+    bundle: Path = typer.Argument(..., help="Bundle directory."),
+    verify: bool = typer.Option(False, "--verify", help="Also load the model in the interpreter and run one test inference."),
+    as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+) -> None:
+    """Print what the device will do with a bundle (hashes are always checked)."""
+    if as_json:
+        from ..bundle import load_bundle
+
+        typer.echo(json.dumps(load_bundle(bundle).manifest, indent=2))
+        if verify:
+            _verify_inference(bundle)
+        return
+    _print_bundle_info(bundle, verify=verify)
+
+
+def _print_bundle_info(path: Path, verify: bool) -> None:
+    from ..bundle import load_bundle
+
+    b = load_bundle(path)
+    spec, out = b.input, b.output
+    lines = [
+        f"bundle      {b.path}  ({b.name}, schema {b.manifest['schema_version']}, hashes ok)",
+        f"labels      {len(b.labels)}: {' | '.join(b.labels[:6])}{', …' if len(b.labels) > 6 else ''}",
+        f"input       {spec.height}x{spec.width} {spec.color} {spec.dtype}"
+        + (f" (scale {spec.scale:g}, zero point {spec.zero_point})" if spec.dtype != "float32" else ""),
+        f"resize      {spec.resize.value}",
+        "normalise   " + ("inside the model" if spec.normalization == "model"
+                          else f"on the device: (pixel - {_fmt(spec.mean)}) / {_fmt(spec.std)}"),
+        f"output      {out.size} {out.scores} as {out.dtype}" + (f" (scale {out.scale:g}, zero point {out.zero_point})" if out.dtype != "float32" else ""),
+        "edge tpu    " + ("model_edgetpu.tflite (used when libedgetpu.so.1 loads, else the CPU model)" if b.edgetpu_model_path else "no (CPU model only)"),
+    ]
+    for key in ("float_accuracy", "int8_accuracy", "agreement"):
+        if key in b.metrics:
+            lines.append(f"{key:<12}{b.metrics[key]}")
+    typer.echo("\n".join(lines))
+    if verify:
+        _verify_inference(path)
+
+
+def _verify_inference(path: Path) -> None:
+    from ..pipeline.classifier import EdgeTPU
+    from ..pipeline.verify import verify_bundle
+
+    verified = verify_bundle(path, threads=1, edgetpu=EdgeTPU.AUTO)
+    typer.echo(f"verified    test inference ok on {verified.classifier.describe()} in {verified.inference_ms:.1f} ms")
+
+
+def _fmt(values) -> str:
+    return f"{values[0]:g}" if len(set(values)) == 1 else "[" + ", ".join(f"{v:g}" for v in values) + "]"
+
+
+@bundle_app.command("install")
+def bundle_install(
+    bundle: Path = typer.Argument(..., help="Bundle directory to install."),
+    root: Path = typer.Option(..., "--root", help="Releases root (/var/lib/edgeclass on a Pi)."),
+    keep: int = typer.Option(3, "--keep", min=1, help="Releases to keep (2 or more to be able to roll back)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
+) -> None:
+    """Copy a bundle into ROOT/releases/, verify it there, and switch ROOT/current to it atomically."""
+    from ..fleet.releases import install_bundle
+
+    switch = install_bundle(bundle, root, keep=keep)
+    if as_json:
+        typer.echo(json.dumps(switch.to_json()))
+        return
+    typer.echo(f"installed {switch.current.path}")
+    typer.echo(f"current -> {switch.current.name}" + (f" (previous: {switch.previous.name})" if switch.previous else ""))
+    for path in switch.removed:
+        typer.echo(f"removed {path}")
+
+
+@bundle_app.command("rollback")
+def bundle_rollback(
+    root: Path = typer.Option(..., "--root", help="Releases root (/var/lib/edgeclass on a Pi)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
+) -> None:
+    """Switch ROOT/current back to the release it replaced."""
+    from ..fleet.releases import rollback
+
+    switch = rollback(root)
+    if as_json:
+        typer.echo(json.dumps(switch.to_json()))
+        return
+    typer.echo(f"current -> {switch.current.name} (was {switch.previous.name})")

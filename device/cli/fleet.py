@@ -1,0 +1,41 @@
+"""``edgeclass deploy``: ship a bundle from the workstation to a Pi."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ..errors import EdgeclassError
+from .app import app
+
+
+@app.command("deploy")
+def deploy(
+    bundle: Path = typer.Argument(..., help="Bundle directory to deploy."),
+    host: str = typer.Argument(..., help="\\[user@]host, as you would give it to ssh (aliases from ~/.ssh/config work)."),
+    service: str = typer.Option("edgeclass", "--service", help="systemd service to reload."),
+    root: str = typer.Option("/var/lib/edgeclass", "--root", help="Releases root on the device."),
+    keep: int = typer.Option(3, "--keep", min=1, help="Releases to keep on the device."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (every ssh/scp command) without running it."),
+    port: Optional[int] = typer.Option(None, "--port", "-p", min=1, max=65535, help="ssh port."),
+    identity: Optional[Path] = typer.Option(None, "--identity", "-i", help="ssh private key."),
+    ssh_options: List[str] = typer.Option([], "--ssh-option", "-o", help="Extra ssh option (Key=Value), repeatable."),
+    ssh_config: Optional[str] = typer.Option(None, "--ssh-config", "-F", help="ssh config file (default: yours)."),
+    remote_edgeclass: str = typer.Option("/opt/edgeclass/venv/bin/edgeclass", "--remote-edgeclass", help="edgeclass on the device."),
+    as_user: str = typer.Option("edgeclass", "--as-user", help="Run install/rollback on the device as this user via sudo -n -u; '' = the ssh user."),
+    reload_command: Optional[str] = typer.Option(None, "--reload-command", help="Shell command on the device that reloads the service (default: sudo -n systemctl reload SERVICE)."),
+    state_file: str = typer.Option("/run/edgeclass/state.json", "--state-file", help="The service's state file on the device."),
+    timeout: float = typer.Option(60.0, "--timeout", min=0.0, help="Seconds to wait for the service to report healthy on the new release."),
+) -> None:
+    """Copy a bundle to a Pi over ssh, install it as a new release, reload, and roll back if it is not healthy."""
+    from ..fleet.deploy import Deployment, DeployOptions, SshTarget
+
+    if identity is not None and not identity.is_file():
+        raise EdgeclassError(f"{identity}: no such ssh key file (--identity)")
+    target = SshTarget(host, port=port, identity=identity, options=tuple(ssh_options), config=ssh_config)
+    options = DeployOptions(service=service, root=root, keep=keep, remote_edgeclass=remote_edgeclass, as_user=as_user,
+                            reload_command=reload_command, state_file=state_file, timeout=timeout,
+                            poll=min(1.0, max(0.2, timeout / 20)))
+    Deployment(bundle, target, options, echo=typer.echo, dry_run=dry_run).run()
