@@ -29,6 +29,7 @@ from .capture import FrameGrabber, GrabberStats
 from .classifier import Classifier
 from .config import DecisionConfig, SourceConfig
 from .decide import Decision, make_decider
+from .monitor import Monitor
 from .preprocess import Preprocessor
 from .sources import Frame, open_source, redact
 
@@ -118,6 +119,8 @@ class Runner:
         self.preprocess = Preprocessor(bundle.input)
         self.decider = make_decider(bundle.labels, decision)
         self.stats = RunStats()
+        # "Uncertain" = below the decision threshold: the frames answered "unknown".
+        self.monitor = Monitor(bundle.labels, uncertain_below=decision.threshold)
         self.stop_event = threading.Event()
         self.grabber: FrameGrabber | None = None
 
@@ -132,6 +135,7 @@ class Runner:
         self.bundle, self.classifier = bundle, classifier
         self.preprocess = Preprocessor(bundle.input)
         self.decider = make_decider(bundle.labels, self.decision)
+        self.monitor.set_labels(bundle.labels)
         if self.grabber is not None:
             self.grabber.set_preprocess(self.preprocess)
 
@@ -140,6 +144,7 @@ class Runner:
         if decision != self.decision:
             self.decision = decision
             self.decider = make_decider(self.bundle.labels, decision)
+            self.monitor.uncertain_below = decision.threshold
 
     def source_description(self) -> str:
         """The source as people may see it: its real size once open, never its credentials."""
@@ -206,6 +211,7 @@ class Runner:
         st.latencies_ms.append(decision.latency_ms)
         st.infer_ms.append(infer_ms)
         st.label, st.score = decision.label, decision.score
+        self.monitor.update(decision, time.monotonic())
         if st.first_result_s is None:
             st.first_result_s = time.monotonic() - st.started
         return decision
