@@ -124,4 +124,4 @@ def print_audit(audit: dict, console=None) -> None:
     if "since" in audit:
         lines += since_lines(audit["since"])
     for line in lines:
-        console.print(line, highlight=False, markup=False)
+        console.print(line, highlight=False, markup=False, soft_wrap=True)

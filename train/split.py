@@ -10,8 +10,10 @@ class is split in the requested ratios in expectation, not exactly.
 
 Near-duplicates (exact copies, re-encodes, resizes, burst frames; see
 :mod:`.near_duplicates`) form one group and move together: a group's ``u`` is
-the smallest of its members'. A group whose photos carry different labels is
-left out of every split and listed.
+the smallest of its members'. So a photo moves only when a near-duplicate of
+it is added or removed, and a new member can only lower the group's ``u``:
+a group moves towards test, never from test or val into training. A group
+whose photos carry different labels is left out of every split and listed.
 
 Small classes: hashing can leave a small class without a val or test photo.
 Then the class's train group with the smallest ``u`` is moved to the empty
