@@ -14,7 +14,7 @@ from edgeclass.device.pipeline.images import load_image
 from edgeclass.device.bundle import ResizePolicy
 from edgeclass.device.pipeline.preprocess import resize_image
 from edgeclass.train.audit import build_audit
-from edgeclass.train.dataset import DatasetError, discover, scan
+from edgeclass.train.dataset import DatasetError, discover, handled_counts, scan
 from edgeclass.train.split import make_split, plan_split
 
 from ..conftest import run_edgeclass
@@ -180,3 +180,23 @@ def test_check_only_refusal_is_one_line_and_exit_2(tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "a classifier needs at least 2" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_jpeg_without_its_end_marker_is_kept_and_a_truncated_one_is_not(tree, shared_data):
+    """Some cameras and editors drop the final FFD9 marker: every pixel is still there, so the file is used
+    (and decoded by the device decoder too); a file cut short is skipped. Checked on real photos and generated ones."""
+    photos = sorted((shared_data / "flowers" / "roses").glob("*.jpg"))[:3] + sorted((tree / "squares").glob("*.jpg"))[:2]
+    for k, photo in enumerate(photos):
+        data = photo.read_bytes()
+        assert data.endswith(b"\xff\xd9")
+        (tree / "circles" / f"no_eoi_{k}.jpg").write_bytes(data[:-2])
+        (tree / "circles" / f"cut_{k}.jpg").write_bytes(data[: len(data) * 3 // 4])
+    layout = discover(tree)
+    records = {r.item.rel: r for r in scan(layout, workers=2)}
+    for k, photo in enumerate(photos):
+        kept = records[f"circles/no_eoi_{k}.jpg"]
+        assert kept.ok and kept.info.missing_eoi, kept
+        np.testing.assert_array_equal(load_image(tree / "circles" / f"no_eoi_{k}.jpg"), load_image(photo))
+        cut = records[f"circles/cut_{k}.jpg"]
+        assert not cut.ok and cut.error.startswith("truncated JPEG"), cut
+    assert handled_counts(list(records.values()))["no end-of-image marker"] == len(photos)
