@@ -81,9 +81,9 @@ def float_tflite(run: Path, work: Path) -> Path:
 
 def size_breakdown(model: Path) -> dict:
     """Bytes of an int8 .tflite by kind: int8 weights, int32 biases, quantization parameters, tensor names."""
-    from edgeclass.convert.tflite_graph import _schema
+    from edgeclass.convert.tflite_graph import schema as tflite_schema
 
-    schema = _schema()
+    schema = tflite_schema()
     root = schema.ModelT.InitFromPackedBuf(model.read_bytes(), 0)
     graph = root.subgraphs[0]
     parts = {"int8_weights": 0, "int32_biases": 0, "quantization_params": 0, "tensor_names": 0}
