@@ -33,6 +33,7 @@ from edgeclass.device.errors import BundleError, EdgeclassError
 from edgeclass.device.pipeline.interpreter import make_interpreter
 from edgeclass.device.bundle import InputSpec, ResizePolicy
 from edgeclass.device.pipeline.preprocess import Preprocessor
+from edgeclass.train.quiet import native_output_to_debug_log
 from edgeclass.train.rundir import DATASET, TrainingDir, TrainingDirError, load_training_dir
 
 from . import edgetpu_compile
@@ -135,7 +136,8 @@ def convert_training_dir(training_dir: str | Path, out_dir: str | Path, options:
         start = time.perf_counter()
         float_path.write_bytes(quantize.convert_float(saved))
         seconds["convert_float"] = time.perf_counter() - start
-        float_specs = specs_from_model(float_path, policy, normalization)
+        with native_output_to_debug_log("LiteRT"):  # the interpreter's one-off "Created ... XNNPACK delegate" line
+            float_specs = specs_from_model(float_path, policy, normalization)
 
         int8_path, int8_specs, correction = None, None, None
         if not options.float_model:

@@ -7,7 +7,6 @@ TensorFlow, Keras and matplotlib load inside the commands.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -24,8 +23,10 @@ class MissingDependency(EdgeclassError):
 
 def _require_tensorflow() -> None:
     """Fail with one line (not an ImportError traceback) when TensorFlow is missing."""
-    # TensorFlow's C++ start-up chatter (CUDA probing, instruction-set notices) is not for users.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow's C++ start-up chatter (CUDA probing, instruction-set notices, oneDNN) only with -v.
+    from .quiet import quiet_tensorflow_logs
+
+    quiet_tensorflow_logs()
     try:
         import tensorflow  # noqa: F401  (the command needs it next anyway)
     except ImportError:
@@ -111,9 +112,10 @@ def train_command(
         raise EdgeclassError("missing -o/--output: the training directory to write (e.g. -o runs/flowers)")
     if since is not None and resume:
         raise EdgeclassError("--since applies when a run starts; --resume continues with the split the run started with")
-    _require_tensorflow()
-    from .run import train
+    from .run import check_before_training, train
 
+    check_before_training(config, output, resume=resume, force=force, since=since)
+    _require_tensorflow()
     try:
         metrics = train(config, output, resume=resume, force=force, tensorboard=tensorboard, since=since,
                         refuse_leakage=refuse_leakage)

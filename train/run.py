@@ -27,6 +27,7 @@ from .audit import build_audit, class_weights, print_audit
 from .callbacks import read_state, write_state
 from .config import IMBALANCE_THRESHOLD, ClassWeights, TrainConfig
 from .dataset import DatasetError, Layout, Record, discover, scan
+from .model import WeightsError
 from .since import check_same_rule, compare_with_earlier, earlier_assignment, read_earlier_split
 from .split import SplitPlan, plan_split, split_from_json, split_json
 
@@ -71,7 +72,24 @@ def split_and_audit(layout: Layout, records: list[Record], config: TrainConfig, 
     return plan, audit
 
 
-def _prepare_out(out: Path, data_dir: Path, resume: bool, force: bool) -> None:
+def check_before_training(config: TrainConfig, out: str | Path, *, resume: bool = False, force: bool = False,
+                          since: str | Path | None = None) -> None:
+    """Every check that needs no TensorFlow (output directory, dataset layout, ``since``), so a typo
+    fails in a fraction of a second instead of after TensorFlow has loaded."""
+    out = Path(out).expanduser().resolve()
+    data_dir = Path(config.data_dir).expanduser().resolve()
+    if resume and (out / rundir.CONFIG).exists():
+        data_dir = Path(json.loads((out / rundir.CONFIG).read_text(encoding="utf-8"))["data_dir"])
+    _check_out(out, data_dir, resume, force)
+    discover(data_dir)
+    if not resume and config.weights not in ("imagenet", "none") and not Path(config.weights).expanduser().is_file():
+        raise WeightsError(f"--weights {config.weights}: no such file (expected imagenet, none, or a backbone .h5 weights file)")
+    if since is not None:
+        check_same_rule(read_earlier_split(since), since, config.split, config.seed)
+
+
+def _check_out(out: Path, data_dir: Path, resume: bool, force: bool) -> list[str]:
+    """Refuse an output directory that cannot be used as asked; returns our files already in it."""
     if out == data_dir or data_dir in out.parents:
         raise RunDirError(f"{out}: the output directory is inside the dataset {data_dir}; "
                           "its files would become part of the data next time (choose -o elsewhere)")
@@ -80,16 +98,26 @@ def _prepare_out(out: Path, data_dir: Path, resume: bool, force: bool) -> None:
             raise RunDirError(f"{out}: nothing to resume (no {rundir.CONFIG}; start a run without --resume)")
         if (out / rundir.MODEL).exists():
             raise RunDirError(f"{out}: this run already finished ({rundir.MODEL} exists); nothing to resume")
-        return
+        return []
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"{out}: is a file, expected a directory to write the training run into (choose another -o)")
+    ours = []
     if out.exists() and any(out.iterdir()):
         ours = [name for name in OUR_FILES if (out / name).exists()]
         if not force:
             hint = "--resume to continue it, " if (out / rundir.CONFIG).exists() and not (out / rundir.MODEL).exists() else ""
             raise RunDirError(f"{out}: not empty ({', '.join(ours) or 'other files'}); use {hint}--force to replace "
                               "a previous run, or choose another -o")
-        for name in ours:
-            target = out / name
-            shutil.rmtree(target) if target.is_dir() else target.unlink()
+    return ours
+
+
+def _prepare_out(out: Path, data_dir: Path, resume: bool, force: bool) -> None:
+    ours = _check_out(out, data_dir, resume, force)
+    if resume:
+        return
+    for name in ours:
+        target = out / name
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
     out.mkdir(parents=True, exist_ok=True)
 
 
