@@ -69,7 +69,12 @@ def test_training_directory_is_complete_and_matches_the_contract(trained):
 
     dataset = json.loads((out / rundir.DATASET).read_text())
     assert dataset["fingerprint"] == config["dataset_fingerprint"]
-    assert dataset["counts"]["circles"] == {"train": 12, "val": 2, "test": 2, "total": 16}
+    # The content-hash split is stratified in expectation; every class still has a photo in each split.
+    for label in CLASSES:
+        counts = dataset["counts"][label]
+        assert counts["total"] == 16 and min(counts[s] for s in ("train", "val", "test")) >= 1, (label, counts)
+        assert counts["test"] == sum(e["label"] == label for e in split["test"])
+    assert split["method"] == "content-hash" and all(len(e["sha256"]) == 64 for e in split["test"])
 
     for name in REPORT_FILES:
         assert (out / "report" / name).stat().st_size > 0, name
