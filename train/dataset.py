@@ -202,7 +202,7 @@ def scan(
             record.error = f"truncated {record.info.format.upper()} (the file ends before the image data does)"
             return record
         try:
-            # decode_image is the body of edgeclass.device.images.load_image: same decoder, same result.
+            # decode_image is the body of edgeclass.device.pipeline.images.load_image: same decoder, same result.
             rgb = decode_image(data, str(path))
         except ImageError:
             record.error = "not a readable image (corrupt or unsupported format)"

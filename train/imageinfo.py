@@ -1,6 +1,6 @@
 """What an image file is, as Pillow reads it: for the dataset audit.
 
-Decoding for training is :func:`edgeclass.device.images.decode_image`'s job
+Decoding for training is :func:`edgeclass.device.pipeline.images.decode_image`'s job
 (it applies EXIF rotation, expands grayscale, scales 16-bit and composites
 alpha, exactly as on the Pi); this module only *describes* files, so the
 audit can say how many needed that handling, and it finds truncated files,

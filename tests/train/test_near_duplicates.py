@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from edgeclass.device.images import load_image
+from edgeclass.device.pipeline.images import load_image
 from edgeclass.train.dataset import discover, scan
 from edgeclass.train.near_duplicates import NEAR_DUPLICATE_BITS, group_photos, hamming, perceptual_hash
 from edgeclass.train.split import plan_split
