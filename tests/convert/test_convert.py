@@ -152,6 +152,8 @@ def test_convert_command_end_to_end(tiny_run, tmp_path):
     assert "on 30 images (reported, not gated)" in proc.stdout
     assert "Mapped to Edge TPU" in proc.stdout  # the per-op table of --edgetpu-check
     assert "calibrating" in proc.stderr  # the progress bars
+    # The converter's and LiteRT's native lines are not for users (they go to the -v debug log).
+    assert "fully_quantize" not in proc.stderr and "XNNPACK" not in proc.stderr, proc.stderr
     assert load_bundle(out).manifest["provenance"]["conversion"]["calibration_size"] == 9
     # The pre-flight alone, on the bundle just written (no TensorFlow needed for this one).
     check = run_edgeclass("convert", out, "--edgetpu-check")
