@@ -46,7 +46,7 @@ def test_bundle_loads_on_the_device_and_agrees_with_float_keras(tiny_bundle, tin
     assert abs(bundle.metrics["int8_accuracy"] - correct / n) < 1e-6
 
 
-def test_manifest_records_real_quantization_metrics_and_provenance(tiny_bundle):
+def test_manifest_records_real_quantization_metrics_and_provenance(tiny_bundle, tiny_run):
     bundle_dir, result = tiny_bundle
     bundle = load_bundle(bundle_dir)
     assert bundle.input.dtype == "uint8" and bundle.output.dtype == "uint8"
