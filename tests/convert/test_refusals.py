@@ -110,7 +110,8 @@ def test_gate_message_names_the_validation_split_and_both_conditions():
         "int8 on the 4 validation images: accuracy 50.00% is 50.00 points below float 100.00% (more than --max-drop 1); "
         "top-1 agreement with float is 50.00% (below --min-agreement 97%); no bundle written")
     assert "seed" not in str(caught.value) and "test" not in str(caught.value)
-    with pytest.raises(AccuracyDropError, match=r"agreement with float is 50\.00% \(below --min-agreement 60%\); no bundle"):
+    with pytest.raises(AccuracyDropError, match=r"50\.00 points below float 100\.00% \(within --max-drop 50\); top-1 "
+                                                r"agreement with float is 50\.00% \(below --min-agreement 60%\); no bundle"):
         check_gate(comparison, 50.0, 0.6)  # the drop is at its limit; agreement alone refuses
     record = check_gate(comparison, 50.0, 0.5)  # both at their limits: accepted
     assert record == {"split": "val", "images": 4, "float_accuracy": 1.0, "int8_accuracy": 0.5, "drop_pp": 50.0,
