@@ -21,6 +21,18 @@ class MissingDependency(EdgeclassError):
     """A workstation dependency is not installed."""
 
 
+def _check_tensorflow_installed() -> None:
+    """Fail with one line when TensorFlow is not installed, without importing it (a Pi has only the device extra)."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec("tensorflow") is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise MissingDependency(NO_TENSORFLOW)
+
+
 def _require_tensorflow() -> None:
     """Fail with one line (not an ImportError traceback) when TensorFlow is missing."""
     # TensorFlow's C++ start-up chatter (CUDA probing, instruction-set notices, oneDNN) only with -v.
@@ -114,6 +126,7 @@ def train_command(
         raise EdgeclassError("--since applies when a run starts; --resume continues with the split the run started with")
     from .run import check_before_training, train
 
+    _check_tensorflow_installed()  # first: on a device install that is the message that helps
     check_before_training(config, output, resume=resume, force=force, since=since)
     _require_tensorflow()
     try:
