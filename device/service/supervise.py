@@ -28,7 +28,7 @@ from typing import Callable
 from ..errors import EdgeclassError
 from ..pipeline.capture import GrabberStats
 from ..pipeline.decide import Decision
-from ..pipeline.loop import Output, Runner
+from ..pipeline.loop import Output, Runner, StatusHook
 from ..pipeline.sources import Frame
 from . import systemd
 from .hotreload import Reloader
@@ -37,7 +37,6 @@ from .state import write_state
 log = logging.getLogger(__name__)
 
 STATUS_INTERVAL = 5.0  # seconds between STATUS= lines: `systemctl status` is read by people
-FPS_WINDOW = 2.0  # seconds of frames behind the fps figure
 
 
 class Liveness:
@@ -84,8 +83,15 @@ class Liveness:
         return cls(stall_timeout + reopen_backoff_max + 5.0, now)
 
 
-class Supervisor(Output):
-    """systemd notifications, watchdog pings, state file and SIGHUP reloads for one run."""
+class Supervisor(Output, StatusHook):
+    """systemd notifications, watchdog pings, state file and SIGHUP reloads for one run.
+
+    It is also the run's :class:`~edgeclass.device.pipeline.loop.StatusHook`:
+    the state file is :meth:`Runner.status` plus the keys only the service
+    knows (process id, last error), and the watchdog's :class:`Liveness` is
+    the run's health, so ``/api/status`` and ``/healthz`` say what the state
+    file and the watchdog say.
+    """
 
     name = "supervisor"
 
@@ -102,11 +108,7 @@ class Supervisor(Output):
         self.clock = clock
         self.started_at = time.time()
         self.last_error: str | None = None
-        self._label: str | None = None
-        self._score = 0.0
         self._frames = 0
-        self._fps: float | None = None
-        self._fps_mark = (clock(), 0)
         self._running = None  # the bundle that classified the latest frame
         self._last_ping: float | None = None
         self._next_status = 0.0
@@ -126,6 +128,7 @@ class Supervisor(Output):
 
     def start(self, run: Runner) -> None:
         self._run = run
+        run.add_status_hook(self)
 
     def write(self, frame: Frame, decision: Decision) -> None:
         runner = self._run
@@ -133,7 +136,6 @@ class Supervisor(Output):
         first = self._frames == 0
         self._running = runner.bundle  # it produced this decision: now it "really classifies"
         self._frames += 1
-        self._label, self._score = decision.label, decision.score
         self.liveness.frame(now)
         if first:  # the outputs before this one have the result: "ready" means results are flowing
             log.info("ready: first frame classified with %s", runner.bundle.name)
@@ -168,8 +170,17 @@ class Supervisor(Output):
 
     # -- the periodic work ---------------------------------------------------------
 
+    # -- the run's status hook -------------------------------------------------------
+
+    def status(self) -> dict:
+        return {"pid": os.getpid(), "last_error": self.last_error}
+
+    def healthy(self, now: float) -> bool:
+        return self.liveness.healthy(now)
+
+    # -- the periodic work ---------------------------------------------------------
+
     def _tick(self, runner: Runner, now: float) -> None:
-        self._update_fps(now)
         if self._stopping:
             return
         # systemd arms the watchdog at READY=1; start-up has TimeoutStartSec instead.
@@ -191,32 +202,24 @@ class Supervisor(Output):
         if self.reloader is not None:
             self._reload_step(runner)
 
-    def _update_fps(self, now: float) -> None:
-        mark_time, mark_frames = self._fps_mark
-        if now - mark_time >= FPS_WINDOW:
-            self._fps = (self._frames - mark_frames) / (now - mark_time)
-            self._fps_mark = (now, self._frames)
-
     def _status_text(self, runner: Runner | None = None) -> str:
         stats = runner.grabber_stats() if runner is not None else None
         if stats is not None and stats.is_stalled:
             return f"no frames: {stats.last_error}; reopening ({stats.reopens} reopens)"
-        fps = "" if self._fps is None else f"{self._fps:.1f} fps, "
+        run = runner or self._run
+        st = run.stats if run is not None else None
+        fps = "" if st is None or st.fps is None else f"{st.fps:.1f} fps, "
         name = f", bundle {self._running.name}" if self._running is not None else ""
-        return f"{fps}{self._label} ({self._score:.2f}){name}"
+        label = "" if st is None or st.label is None else f"{st.label} ({st.score:.2f})"
+        return f"{fps}{label}{name}"
 
     def _write_state(self) -> None:
-        bundle = self._running
-        write_state(self.state_file, {
-            "pid": os.getpid(),
-            "started_at": round(self.started_at, 3),
-            "fps": None if self._fps is None else round(self._fps, 2),
-            "label": self._label,
-            "frames": self._frames,
-            "last_error": self.last_error,
-            "bundle_name": None if bundle is None else bundle.name,
-            "bundle_path": None if bundle is None else str(bundle.path),
-        })
+        if self._run is not None:
+            state = self._run.status()  # includes this hook's keys
+        else:  # before the run starts: proves the file is writable, says "nothing classified yet"
+            state = {"started_at": round(self.started_at, 3), "fps": None, "label": None, "frames": 0,
+                     "bundle_name": None, "bundle_path": None, **self.status()}
+        write_state(self.state_file, state)
 
     def _write_state_quietly(self) -> None:
         if self.state_file is None:
