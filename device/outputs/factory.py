@@ -13,6 +13,7 @@ import logging
 from typing import Iterable
 
 from ..pipeline.loop import Output
+from .http import HttpOutput
 from .stream import StreamOutput
 from .uncertain import UncertainSaver
 
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 REGISTRY: dict[str, type] = {
     "stream": StreamOutput,
     "uncertain": UncertainSaver,
+    "http": HttpOutput,
 }
 
 
@@ -48,9 +50,14 @@ def rebuild_outputs(current: dict[str, Output], old, new, run) -> dict[str, Outp
     """Apply a reloaded config: outputs whose sections changed are closed and built again.
 
     New ones are built (and started on ``run``) first, so a refused setting (a
-    folder that cannot be created) leaves the running outputs as they are.
+    folder that cannot be created) leaves the running outputs as they are. An
+    output with a ``reconfigure(config)`` method that returns True applied the
+    change in place instead (the HTTP server keeps its port and its viewers).
     """
     names = changed_outputs(old, new)
+    in_place = [name for name in names if name in current and getattr(current[name], "reconfigure", None) is not None
+                and current[name].reconfigure(new)]
+    names = [name for name in names if name not in in_place]
     if not names:
         return current
     fresh = build_outputs(new, names)

@@ -42,12 +42,13 @@ from ..pipeline.decide import Decision
 from ..pipeline.loop import Runner
 from ..pipeline.sources import Frame
 from .base import QueuedOutput
+from .dataset import utc_stamp
 from .config import UncertainConfig
 
 log = logging.getLogger(__name__)
 
 JPEG_QUALITY = 90
-_NAME = re.compile(r"^\d{8}T\d{6}\.\d{3}Z_f\d+_.*\.(jpg|json)$")  # what this module writes, nothing else
+SAVED_NAME = re.compile(r"^\d{8}T\d{6}\.\d{3}Z_f\d+_.*\.(jpg|json)$")  # what this module writes, nothing else
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -89,7 +90,7 @@ class UncertainSaver(QueuedOutput):
     def _scan(self) -> list[tuple[str, int]]:
         sizes: dict[str, int] = {}
         for entry in os.scandir(self.directory):
-            if entry.is_file() and _NAME.match(entry.name):
+            if entry.is_file() and SAVED_NAME.match(entry.name):
                 stem = entry.name.rsplit(".", 1)[0]
                 sizes[stem] = sizes.get(stem, 0) + entry.stat().st_size
         return sorted(sizes.items())  # names start with the UTC time: sorted = oldest first
@@ -124,7 +125,7 @@ class UncertainSaver(QueuedOutput):
 
         timestamp = time.time() if timestamp is None else timestamp
         when = datetime.fromtimestamp(timestamp, timezone.utc)
-        stem = f"{when.strftime('%Y%m%dT%H%M%S')}.{when.microsecond // 1000:03d}Z_f{frame_index:07d}_{_safe(guess)}"
+        stem = f"{utc_stamp(timestamp)}_f{frame_index:07d}_{_safe(guess)}"
         jpg, sidecar = self.directory / f"{stem}.jpg", self.directory / f"{stem}.json"
         order = np.argsort(scores)[::-1]
         record = {
