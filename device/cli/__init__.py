@@ -1,7 +1,7 @@
 """The ``edgeclass`` command: commands only, each in the module of its room.
 
-Device commands (``predict``, ``run``, ``bench``, ``bundle``, ``service``,
-``deploy``) import only ``edgeclass.device``, and import their modules inside
+Device commands (``predict``, ``run``, ``collect``, ``bench``, ``bundle``,
+``service``, ``deploy``) import only ``edgeclass.device``, and import their modules inside
 the command, so ``edgeclass --help`` stays fast on a Pi. The workstation
 commands (``train``, ``evaluate``, ``convert``, ``demo``) are attached from
 ``edgeclass.train.cli``, ``edgeclass.convert.cli`` and
@@ -19,7 +19,7 @@ import sys
 import typer
 
 from ..errors import EdgeclassError
-from . import bundle, device, fleet, service  # noqa: F401  (each attaches its commands to the app)
+from . import bundle, collect, device, fleet, service  # noqa: F401  (each attaches its commands to the app)
 from .app import app, bundle_app, service_app, setup_logging
 
 __all__ = ["app", "bundle_app", "service_app", "main", "setup_logging"]
