@@ -135,11 +135,16 @@ def bench(
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Interpreter threads (default: cores - 1, at least 1)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with all figures."),
     workdir: Optional[Path] = typer.Option(None, "--workdir", help="Where to write the test video (default: a temporary directory)."),
+    outputs: bool = typer.Option(False, "--outputs", help="Also run with the HTTP output on, without and with one MJPEG viewer (pipeline_fps_outputs)."),
+    mqtt: Optional[str] = typer.Option(None, "--mqtt", help="With --outputs: publish to this broker too (mqtt://host:port)."),
+    repeat: int = typer.Option(1, "--repeat", min=1, help="With --outputs: alternate the runs this many times and report medians."),
 ) -> None:
     """Measure the device pipeline on this machine: invoke rate, pipeline rate, naive loop, preprocessing, start-up, memory."""
     from ..bench import run_benchmark
 
+    if mqtt is not None and not outputs:
+        raise EdgeclassError("--mqtt is part of --outputs: add --outputs")
     results = run_benchmark(bundle, frames=frames, threads=threads, workdir=workdir,
-                            progress=None if as_json else typer.echo)
+                            progress=None if as_json else typer.echo, outputs=outputs, mqtt=mqtt, repeat=repeat)
     if as_json:
         typer.echo(json.dumps(results))
