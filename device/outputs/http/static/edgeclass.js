@@ -32,7 +32,7 @@
       const svg = $("crop"), box = $("crop-box");
       svg.setAttribute("viewBox", "0 0 " + d.frame_size[0] + " " + d.frame_size[1]);
       ["x", "y", "width", "height"].forEach((k, i) => box.setAttribute(k, d.crop[i]));
-      svg.hidden = false;
+      svg.removeAttribute("hidden");
     }
   }
 
