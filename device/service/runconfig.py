@@ -64,9 +64,9 @@ def resolve_config(request: RunRequest, bundle: Bundle | None = None) -> DeviceC
     base = resolve(DeviceConfig().to_dict(), SERVICE_DEFAULTS if request.service else INTERACTIVE_DEFAULTS)
     bundle_layer: dict = {}
     if bundle is not None:
-        raw = bundle_defaults(bundle.manifest)
-        raw.get("model", {}).pop("bundle", None)  # a bundle cannot point elsewhere
-        bundle_layer = check_values(raw, lambda s, k: f"{bundle.path}/bundle.json defaults", bundle.path)
+        # Decision keys only (bundle_defaults): no path in it, so no directory to resolve against.
+        bundle_layer = check_values(bundle_defaults(bundle.manifest), lambda s, k: f"{bundle.path}/bundle.json defaults",
+                                    bundle.path)
     return build(resolve(base, bundle_layer, file_values, cli))
 
 
