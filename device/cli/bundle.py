@@ -99,7 +99,12 @@ def bundle_install(
     keep: int = typer.Option(3, "--keep", min=1, help="Releases to keep (2 or more to be able to roll back)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ) -> None:
-    """Copy a bundle into ROOT/releases/, verify it there, and switch ROOT/current to it atomically."""
+    """Copy a bundle (bundle.json and the files it lists, nothing else) into ROOT/releases/, verify it there, sync it, and switch ROOT/current to it atomically.
+
+    Refused: symlinks, FIFOs and device files, names outside the bundle, unlisted
+    files, a file over 256 MB or 512 MB in all. Unfinished copies left by an
+    install that died (ROOT/releases/.incoming-*) are removed.
+    """
     from ..fleet.releases import install_bundle
 
     switch = install_bundle(bundle, root, keep=keep)
