@@ -166,11 +166,11 @@ class Deployment:
             # A crash loop ends in "failed" with the start limit hit: systemd refuses to start it until reset.
             result = session.run(opts.systemctl("reset-failed"), "reset the failed unit", check=False)
             if result.returncode != 0:
-                return f"{opts.systemctl('reset-failed')} failed with exit {result.returncode}: {last_line(result)}"
+                return f"{opts.systemctl('reset-failed')} failed with exit {result.returncode}: {_first_line(result)}"
             done.append("reset-failed")
         result = session.run(opts.systemctl("reload-or-restart"), "start or reload the service", check=False)
         if result.returncode != 0:
-            return f"{opts.systemctl('reload-or-restart')} failed with exit {result.returncode}: {last_line(result)}"
+            return f"{opts.systemctl('reload-or-restart')} failed with exit {result.returncode}: {_first_line(result)}"
         done.append("reloaded it" if state in ("active", "reloading") else "started it")
         self.echo(f"service {opts.service} was {state}: " + ", then ".join(done))
         return None
@@ -240,3 +240,9 @@ def show_status(target: SshTarget, options: DeployOptions, echo: Callable[[str],
     for line in status.lines():
         echo(line)
     return status
+
+
+def _first_line(result) -> str:
+    """systemctl puts the reason first ("Job for ... failed because ...") and "See ..." after it."""
+    lines = (result.stderr or result.stdout or "").strip().splitlines()
+    return lines[0] if lines else "no output"

@@ -193,6 +193,7 @@ fi
 exec {sys.executable} {STANDIN} systemctl {self.unit_dir} "$@"
 """)
         _script(self.bin / "sudo", f'exec {sys.executable} {STANDIN} sudo "$@"\n')
+        self.remote_edgeclass = remote_edgeclass
         self.edgeclass = str(self.bin / "edgeclass")
         probe = ""
         if os.geteuid() == 0:  # the service user must be able to read the upload (scp keeps a 0700 mode)
@@ -214,6 +215,25 @@ fi
     def cut_network_after_install(self, sshd: "Sshd") -> None:
         """The first systemctl call after ``current`` changes drops every connection and stops sshd."""
         (self.dir / "cut-network").write_text(f"{os.path.realpath(self.root / 'current')}\n{sshd.proc.pid}\n")
+
+    def install_and_run(self, *bundles: Path) -> str:
+        """Set the Pi up as an admin there would: ``edgeclass bundle install`` each, then start (or reload) the unit
+        and wait until the service reports the last one; its resolved release path."""
+        for bundle in bundles:
+            subprocess.run([self.remote_edgeclass, "bundle", "install", str(bundle), "--root", str(self.root)],
+                           check=True, capture_output=True, timeout=120)
+        release = self.current()
+        assert self.systemctl("reload-or-restart").returncode == 0, self.journal_text()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                state = self.state_json()
+            except (FileNotFoundError, json.JSONDecodeError):
+                state = {}
+            if state.get("bundle_path") == release and (state.get("frames") or 0) > 0:
+                return release
+            time.sleep(0.1)
+        raise AssertionError(f"the service did not report {release}:\n{self.journal_text()}")
 
     def save_unit(self) -> None:
         (self.unit_dir / "unit.json").write_text(json.dumps(self.unit))
