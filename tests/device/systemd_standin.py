@@ -34,7 +34,6 @@ import fcntl
 import json
 import os
 import pwd
-import signal
 import socket
 import subprocess
 import sys

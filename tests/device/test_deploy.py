@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,11 +49,11 @@ def sshd(tmp_path_factory, pi_bin):
 @pytest.fixture(scope="module")
 def remote_edgeclass(tmp_path_factory) -> str:
     """The device's edgeclass: the installed console script, or a wrapper running the same main()."""
-    script = Path(os.sys.executable).parent / "edgeclass"
+    script = Path(sys.executable).parent / "edgeclass"
     if script.is_file():
         return str(script)
     wrapper = tmp_path_factory.mktemp("bin") / "edgeclass"
-    wrapper.write_text(f"#!{os.sys.executable}\n{_MAIN}\n")
+    wrapper.write_text(f"#!{sys.executable}\n{_MAIN}\n")
     wrapper.chmod(0o755)
     return str(wrapper)
 
@@ -224,7 +225,7 @@ write_state({str(pi.state)!r}, {{"pid": os.getppid(), "started_at": 0.0, "fps": 
 """)
 
     def deploy_with(backend: str, model: str):
-        reload = f"{os.sys.executable} {writer} {backend} {model}"
+        reload = f"{sys.executable} {writer} {backend} {model}"
         return _deploy(sshd, pi, tpu, "--reload-command", reload, timeout=2)
 
     on_cpu = deploy_with("cpu", "model.tflite")
