@@ -58,6 +58,8 @@ class DeviceStatus:
 
     def verdict(self) -> str | None:
         """None when the service is healthy on ``current``; else why not, with what to do."""
+        if self.releases is None:
+            return "the releases could not be listed (see the problem above)"
         if self.current is None:
             return "no release is installed yet (deploy one)"
         if not self.healthy:

@@ -206,7 +206,8 @@ if [ "$1" = bundle ] && [ "$2" = install ]; then
   fi
 fi
 """
-        _script(self.bin / "edgeclass", f'{probe}exec {remote_edgeclass} "$@"\n')
+        record = f'[ "$1" = bundle ] && [ "$2" = install ] && echo "$3" >> {self.dir}/installed-from.log\n'
+        _script(self.bin / "edgeclass", f'{record}{probe}exec {remote_edgeclass} "$@"\n')
 
     def write_config(self, *, bundle: str | None = None, edgetpu: str = "auto", text: str | None = None) -> None:
         self.config.write_text(text if text is not None else DEVICE_TOML.format(
@@ -263,6 +264,11 @@ fi
 
     def current(self) -> str:
         return os.path.realpath(self.root / "current")
+
+    def uploads(self) -> list[Path]:
+        """The staged copies deploy installed from (their directory must be gone afterwards)."""
+        log = self.dir / "installed-from.log"
+        return [Path(line) for line in log.read_text().split()] if log.exists() else []
 
     def journal_text(self) -> str:
         return self.journal.read_text() if self.journal.exists() else ""

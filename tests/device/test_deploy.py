@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -66,15 +67,21 @@ def pi(colour_video, remote_edgeclass, pi_bin):
 
 
 def _deploy(sshd, pi, bundle, *extra, timeout: float = 30):
-    return edgeclass("deploy", bundle, sshd.host, *sshd.args, *pi.deploy_args(timeout), *extra, timeout=300)
+    """``edgeclass deploy``, with its own TMPDIR: the ssh control directory it makes there must be gone after."""
+    tmp = Path(tempfile.mkdtemp(prefix="ecd-", dir="/tmp"))  # short: the control socket path is limited
+    try:
+        result = edgeclass("deploy", bundle, sshd.host, *sshd.args, *pi.deploy_args(timeout), *extra, timeout=300,
+                           env={"TMPDIR": str(tmp)})
+        assert not list(tmp.iterdir()), f"deploy left {list(tmp.iterdir())} behind (the ssh control socket)"
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for staged in pi.uploads():
+        assert not staged.parent.exists(), f"the upload {staged.parent} was not removed on the device"
+    return result
 
 
 def _status(sshd, pi):
     return edgeclass("deploy", "--status", sshd.host, *sshd.args, *pi.deploy_args(), timeout=120)
-
-
-def _uploads() -> set[Path]:
-    return set(Path("/tmp").glob("edgeclass-deploy.*"))
 
 
 def _alive(pid: int) -> bool:
@@ -89,7 +96,6 @@ def _alive(pid: int) -> bool:
 def test_first_deploy_starts_an_inactive_service_then_reloads_it(sshd, pi, bundles):
     """The unit is installed but was never started (no bundle yet): deploy must start it, not 'reload' it."""
     assert pi.systemctl("reload").stderr.strip() == "edgeclass.service is not active, cannot reload."  # as systemd
-    uploads = _uploads()
     first = _deploy(sshd, pi, bundles["v1"])
     assert first.returncode == 0, first.stdout + first.stderr + pi.journal_text()
     release = pi.current()
@@ -109,8 +115,7 @@ def test_first_deploy_starts_an_inactive_service_then_reloads_it(sshd, pi, bundl
     assert f"healthy on {pi.current()}" in second.stdout and Path(pi.current()).name.startswith("colour-v2-")
     assert pi.state_json()["pid"] == state["pid"]
     assert f"(previous: {release})" in second.stdout
-    assert _uploads() <= uploads, "the upload directories were not removed on the device"
-    assert not list(Path("/tmp").glob("ec-ssh-*/*")), "the ssh control socket was left behind"
+    assert len(pi.uploads()) == 2  # and _deploy checked that both were removed
 
 
 @needs_ssh
