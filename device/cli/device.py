@@ -93,10 +93,13 @@ def run(
 ) -> None:
     """Classify frames live from a camera, stream, video file or image folder (also the systemd service's command).
 
-    Under systemd (Type=notify): READY=1 after the first classified frame,
-    STATUS= lines, WATCHDOG=1 from the frame loop, STOPPING=1 on SIGTERM;
-    SIGHUP re-reads --config and reloads the bundle (the old model keeps
-    running if the new one fails validation).
+    Under systemd (Type=notify): READY=1 after the first classified frame
+    (or once a camera or a first bundle is being waited for), STATUS= lines,
+    WATCHDOG=1 from the frame loop, STOPPING=1 on SIGTERM. SIGTERM and
+    Ctrl-C stop cleanly (exit 0) at any time. SIGHUP re-reads --config and
+    reloads the bundle under systemd or with --config (all or nothing: the old
+    model keeps running if anything fails); in a plain terminal run it stops
+    the run, as a hang-up does.
     """
     from ..outputs.stream import Emit, OutputFormat
     from ..pipeline.classifier import EdgeTPU
@@ -119,12 +122,15 @@ def run(
         "http": {"listen": http, "token_file": http_token_file and str(http_token_file), "dataset": dataset and str(dataset)},
     }
     summary = run_service(config, cli_values, limits=RunLimits(max_frames=max_frames, duration=duration))
-    log.info("%d frames in %.1f s: %.1f fps, latency p50 %.1f ms p95 %.1f ms, %d dropped, %d reopens",
-             summary["frames"], summary["seconds"], summary["fps"], summary["latency_ms_p50"],
-             summary["latency_ms_p95"], summary["dropped"], summary["reopens"])
+    if summary["stopped"] and summary["frames"] == 0:
+        log.info("stopped by %s before the first frame", summary["stopped"])
+    else:
+        log.info("%d frames in %.1f s: %.1f fps, latency p50 %.1f ms p95 %.1f ms, %d dropped, %d reopens",
+                 summary["frames"], summary["seconds"], summary["fps"], summary["latency_ms_p50"],
+                 summary["latency_ms_p95"], summary["dropped"], summary["reopens"])
     if summary_json is not None:
         summary_json.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    if summary["frames"] == 0:
+    if summary["frames"] == 0 and not summary["stopped"]:
         raise EdgeclassError(f"{summary['source']}: no frames were classified")
 
 

@@ -20,7 +20,6 @@ the service's state file and of the HTTP API's status.
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from collections import deque
@@ -381,35 +380,3 @@ class CaptureLoop(FrameLoop):
         self._count(frame)
         for output in self.outputs:
             output.write(frame, None)
-
-
-def install_stop_signals(runner: Runner, on_stop: Callable[[], None] | None = None,
-                         on_reload: Callable[[], None] | None = None) -> Callable[[], None]:
-    """SIGTERM and SIGINT stop the loop cleanly; returns a function restoring the old handlers.
-
-    ``on_stop`` runs in the handler too (tell systemd ``STOPPING=1`` at once).
-    With ``on_reload``, SIGHUP calls it instead of killing the process; it
-    must only take note (set a flag): the loop does the work between frames.
-    """
-    previous = {}
-
-    def handler(signum, _frame):
-        log.info("received %s, stopping", signal.Signals(signum).name)
-        runner.stop()
-        if on_stop is not None:
-            on_stop()
-
-    def hup(signum, _frame):
-        log.info("received SIGHUP, reloading")
-        on_reload()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        previous[sig] = signal.signal(sig, handler)
-    if on_reload is not None:
-        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, hup)
-
-    def restore() -> None:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-    return restore

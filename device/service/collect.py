@@ -17,7 +17,8 @@ from ..outputs.dataset import Dataset, check_labels
 from ..outputs.http import HttpOutput
 from ..outputs.http.access import access_for
 from ..pipeline.config import SourceConfig
-from ..pipeline.loop import CaptureLoop, RunLimits, Runner, install_stop_signals
+from ..pipeline.loop import CaptureLoop, RunLimits, Runner
+from .signals import RunSignals
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +48,12 @@ def run_collect(source: SourceConfig, dataset: Path, *, labels: Sequence[str] | 
             loop = CaptureLoop(source, outputs=[http], limits=limits)
         log.info("collecting into %s: open http://%s/collect%s", folder.root, http.server.address,
                  f"?token=TOKEN (the token in {token_file})" if http.site.access.required else "")
-        restore = install_stop_signals(loop)
+        signals = RunSignals(reload=False).install()  # Ctrl-C, SIGTERM and a hang-up stop collecting
+        signals.on_stop(loop.stop)
         try:
             summary = loop.run()
         finally:
-            restore()
+            signals.restore()
     finally:
         http.close()
     summary["source"] = loop.source_description()

@@ -57,10 +57,13 @@ class ConfigError(EdgeclassError):
 
 @dataclass(frozen=True)
 class ServiceConfig:
-    """[service]: the state file that ``edgeclass service status`` and deploy read."""
+    """[service]: the state file that ``edgeclass service status`` and deploy read, and reloads."""
 
     state_file: Path = setting(Path("/run/edgeclass/state.json"), path, "JSON health file, rewritten atomically")
     state_interval: float = setting(2.0, number(0, low_open=True, unit=" seconds"), "seconds between state file updates")
+    reload_timeout: float = setting(60.0, number(0, low_open=True, unit=" seconds"),
+                                    "seconds a reload may take before it is given up (the old model keeps running); "
+                                    "below the unit's TimeoutStartSec")
 
 
 @dataclass(frozen=True)

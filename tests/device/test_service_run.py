@@ -20,6 +20,7 @@ from pathlib import Path
 
 from edgeclass.device.bundle import sha256_file
 
+from .cli_helpers import edgeclass
 from .service_process import (FRENCH, french_bundle, read_state, service_factory, shipped_config,  # noqa: F401
                               stalling_fifo, switch, unit_settings, write_config)
 from .tinymodel import COLOURS
@@ -50,7 +51,16 @@ def test_the_unit_command_under_a_stand_in_systemd(service_factory, colour_bundl
     state = svc.wait_for(lambda: (s := read_state(tmp_path / "state.json")).get("frames") and s, what="state")
     assert state["pid"] == svc.proc.pid and state["bundle_path"] == str(colour_bundle.resolve())
     assert state["label"] in COLOURS and state["last_error"] is None
-
+    # What runs, where, on what: the keys `service status` and deploy's health check read.
+    assert (state["model"], state["backend"], state["interpreter"], state["edgetpu_setting"]) == (
+        "model.tflite", "cpu", "ai_edge_litert", "auto")
+    assert state["resolution"] == "160x120" and str(colour_video) in state["source"]
+    assert isinstance(state["dropped"], int) and state["reopens"] == 0 and state["frames"] > 0
+    status = edgeclass("service", "status", "--state-file", tmp_path / "state.json")
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "  model model.tflite on the CPU (ai_edge_litert); edgetpu = auto\n" in status.stdout
+    assert f"  source {state['source']} at 160x120\n" in status.stdout
+    assert " reopens\n" in status.stdout and " dropped, " in status.stdout
 
     reload_cmd = unit["ExecReload"].replace("$MAINPID", str(svc.proc.pid))
     mark = len(svc.lines())
