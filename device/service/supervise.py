@@ -186,6 +186,9 @@ class Supervisor(Output, StatusHook):
         run.add_status_hook(self)
         self.last_error = None  # a bundle refused while waiting for one is history now
         self._status = f"starting {run.bundle.name}"
+        # Opening the source is progress: a long wait for a first bundle must not
+        # count as a silent loop once the frame loop starts.
+        self.liveness.frame(self.clock())
 
     def write(self, frame: Frame, decision: Decision) -> None:
         runner = self._run

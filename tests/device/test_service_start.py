@@ -166,10 +166,14 @@ def test_no_bundle_yet_waits_then_runs_the_first_deploy(service_factory, colour_
     A refused bundle is waited out the same way; SIGHUP makes it look again.
     """
     current, state_file = tmp_path / "current", tmp_path / "state.json"
+    # A short watchdog grace (stall 0.5 + backoff 0.5 + 5 s): the wait below is longer, and must not count
+    # against the frame loop once the bundle arrives.
     config = write_config(tmp_path / "device.toml", model={"bundle": "current"},
-                          source={"source": str(colour_video), "loop": True, "realtime": True},
+                          source={"source": str(colour_video), "loop": True, "realtime": True,
+                                  "stall_timeout": 0.5, "reopen_backoff_max": 0.5},
                           service={"state_file": "state.json", "state_interval": 0.2})
     svc = service_factory(["--config", config])
+    started = time.monotonic()
     svc.wait_message("READY=1", timeout=20)
     assert svc.lines("STATUS=")[0].startswith(f"STATUS=waiting for a bundle: {current}: no bundle there yet")
     svc.wait_for(lambda: len(svc.lines("WATCHDOG=1")) >= 4, timeout=10, what="watchdog pings while waiting")
@@ -189,15 +193,41 @@ def test_no_bundle_yet_waits_then_runs_the_first_deploy(service_factory, colour_
     svc.wait_for(lambda: svc.err.read_text().count("was refused") > refusals, timeout=10, what="a second look")
     assert svc.proc.poll() is None and not svc.results()
 
+    time.sleep(max(0.0, 7.0 - (time.monotonic() - started)))  # waited longer than the watchdog grace
     good = shutil.copytree(colour_bundle, tmp_path / "releases" / "v1")
     switch(current, good)  # what `edgeclass bundle install` does; no signal needed
     svc.wait_for(svc.results, timeout=20, what="results from the first bundle")
+    pings = len(svc.lines("WATCHDOG=1"))
+    svc.wait_for(lambda: len(svc.lines("WATCHDOG=1")) >= pings + 4, timeout=10, what="pings from the frame loop")
+    assert "stopping watchdog pings" not in svc.err.read_text()
     assert svc.results()[0]["label"] in COLOURS
     svc.wait_for(lambda: read_state(state_file).get("bundle_path") == str(good.resolve()), what="the release in state")
     assert read_state(state_file)["last_error"] is None
     svc.proc.send_signal(signal.SIGTERM)
     assert svc.proc.wait(10) == 0, svc.err.read_text()
     assert "Traceback" not in svc.err.read_text()
+
+
+def test_a_long_wait_for_a_bundle_does_not_starve_the_watchdog_afterwards(service_factory, colour_bundle, tmp_path):
+    """A fresh Pi at first boot: no bundle yet and no camera yet. The bundle arrives after longer than the
+    watchdog's grace; the frame loop that starts then, still waiting for the camera, keeps pinging."""
+    camera = CameraLater(Path("stream"))  # never comes up
+    try:
+        config = write_config(tmp_path / "device.toml", model={"bundle": "current"},
+                              source={"source": camera.url, "stall_timeout": 0.5, "reopen_backoff_max": 0.5},
+                              service={"state_file": "state.json"})
+        svc = service_factory(["--config", config])
+        svc.wait_message("READY=1", timeout=20)
+        time.sleep(7.0)  # longer than the grace: stall 0.5 + backoff 0.5 + 5 s
+        switch(tmp_path / "current", colour_bundle)
+        svc.wait_for(lambda: svc.lines("STATUS=waiting for camera"), timeout=20, what="the frame loop")
+        pings = len(svc.lines("WATCHDOG=1"))
+        svc.wait_for(lambda: len(svc.lines("WATCHDOG=1")) >= pings + 6, timeout=10, what="pings")
+        assert "stopping watchdog pings" not in svc.err.read_text()
+        svc.proc.send_signal(signal.SIGTERM)
+        assert svc.proc.wait(10) == 0
+    finally:
+        camera.close()
 
 
 def test_interactive_run_with_a_missing_bundle_still_fails_at_once(colour_video, tmp_path):
