@@ -61,8 +61,10 @@ def load_first_bundle(request: RunRequest, supervisor: Supervisor, signals: RunS
             status = f"waiting for a usable bundle: {bundle_path} was refused: {problem}"
             log.error("%s", status)
             supervisor.waiting(f"waiting for a usable bundle (refused: {problem})", error=str(problem))
+        # Look every POLL seconds, and wake often enough to ping a short watchdog in time.
+        tick = min(POLL, supervisor.watchdog.ping_every or POLL)
         while True:
-            signals.wakeup.wait(POLL)
+            signals.wakeup.wait(tick)
             signals.wakeup.clear()
             if signals.stopping:
                 return None

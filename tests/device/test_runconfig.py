@@ -150,6 +150,36 @@ def test_reloader_runs_in_background_coalesces_and_reports_errors():
     assert not reloader.start_if_requested() and len(calls) == 2
 
 
+def test_reloader_gives_up_on_a_hung_preparation_and_discards_its_late_result():
+    gate, discarded = threading.Event(), []
+    clock = [100.0]
+
+    def prepare():
+        assert gate.wait(10)
+        return "late value"
+
+    reloader = Reloader(prepare, timeout=5.0, discard=discarded.append, clock=lambda: clock[0])
+    reloader.request()
+    assert reloader.start_if_requested()
+    clock[0] = 104.9
+    assert reloader.collect() is None  # still within the timeout
+    clock[0] = 105.0
+    outcome = reloader.collect()
+    assert outcome.value is None and outcome.error.startswith("timed out after 5 s (stuck in wait (")
+    reloader.request()  # the thread is still stuck: refused at once, with the reason
+    assert reloader.start_if_requested()
+    refused = reloader.collect()
+    assert refused.error.startswith("the reload started 5 s ago is still stuck (stuck in wait (")
+    gate.set()
+    deadline = time.monotonic() + 10
+    while not discarded and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert discarded == ["late value"] and reloader.collect() is None  # thrown away, never an outcome
+    reloader.request()  # free again: a new reload runs
+    assert reloader.start_if_requested()
+    assert _wait_outcome(reloader) == ("late value", None)
+
+
 def _wait_outcome(reloader):
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
