@@ -398,7 +398,7 @@ def test_close_is_prompt_even_when_read_is_blocked(caplog):
     start = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="edgeclass.device.pipeline.capture"):
         grabber.close()
-    assert time.monotonic() - start < 2.0
+    assert time.monotonic() - start < 5.0  # a blocked reader does not hold close() up; slack for a loaded machine
     assert grabber.get(timeout=1) is None  # closed: no more frames, no exception
     assert any("still blocked" in r.message for r in caplog.records)
     assert not source.closed.is_set()

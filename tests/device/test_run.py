@@ -83,7 +83,7 @@ def test_sigterm_stops_cleanly(colour_bundle, colour_video):
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
-    assert time.monotonic() - sent < 2.0
+    assert time.monotonic() - sent < 8.0  # well inside TimeoutStopSec (90 s); slack for a loaded machine
     assert "received SIGTERM, stopping" in err
     assert all(json.loads(line) for line in out.splitlines())  # no half-written record
 

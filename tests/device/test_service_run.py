@@ -71,7 +71,7 @@ def test_the_unit_command_under_a_stand_in_systemd(service_factory, colour_bundl
     sent = time.monotonic()
     svc.proc.send_signal(signal.SIGTERM)
     assert svc.proc.wait(10) == 0, svc.err.read_text()
-    assert time.monotonic() - sent < 2.0
+    assert time.monotonic() - sent < 8.0  # well inside TimeoutStopSec (90 s); slack for a loaded machine
     svc.wait_message("STOPPING=1", after=reloaded, timeout=5)
     order = [line for line in svc.lines() if line in ("READY=1", "WATCHDOG=1", "STOPPING=1", "RELOADING=1")]
     assert order[0] == "READY=1" and order[1] == "WATCHDOG=1" and order[-1] == "STOPPING=1"

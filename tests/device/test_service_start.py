@@ -248,11 +248,11 @@ def test_interactive_run_with_a_missing_bundle_still_fails_at_once(colour_video,
 
 
 def _sigterm_ends_it_cleanly(svc, *, told_systemd: bool = True) -> None:
-    """What `systemctl stop` expects: exit 0 within 2 s, no error line; STOPPING=1 once READY=1 was sent."""
+    """What `systemctl stop` expects: exit 0 within seconds, no error line; STOPPING=1 once READY=1 was sent."""
     sent = time.monotonic()
     svc.proc.send_signal(signal.SIGTERM)
     assert svc.proc.wait(10) == 0, svc.err.read_text()
-    assert time.monotonic() - sent < 2.0
+    assert time.monotonic() - sent < 8.0  # well inside TimeoutStopSec (90 s); slack for a loaded machine
     err = svc.err.read_text()
     assert "stopped by SIGTERM before the first frame" in err and "error:" not in err
     if told_systemd:
@@ -317,7 +317,7 @@ def test_terminal_hangup_stops_an_interactive_run(colour_bundle, colour_video, t
         sent = time.monotonic()
         proc.send_signal(signal.SIGHUP)
         assert proc.wait(10) == 0
-        assert time.monotonic() - sent < 2.0
+        assert time.monotonic() - sent < 8.0  # well inside TimeoutStopSec (90 s); slack for a loaded machine
     finally:
         proc.kill()
     err = (tmp_path / "stderr.txt").read_text()
