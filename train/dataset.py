@@ -30,7 +30,7 @@ from edgeclass.device.bundle import ResizePolicy
 from edgeclass.device.pipeline.preprocess import resize_image
 
 from .imageinfo import ImageInfo, inspect_image, needs_handling
-from .near_duplicates import perceptual_hash
+from .near_duplicates import perceptual_hash, thumbnail
 from .progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,7 @@ class Record:
     info: ImageInfo | None = None
     error: str | None = None  # why the file is skipped (unreadable, truncated)
     phash: int | None = None  # perceptual hash of the decoded image (near-duplicate detection)
+    thumb: bytes | None = None  # 16x16 grey thumbnail: confirms that two near-duplicates are one picture
 
     @property
     def ok(self) -> bool:
@@ -85,13 +86,16 @@ class Record:
     def to_json(self) -> dict:
         return {"path": self.item.rel, "label": self.item.label, "split": self.item.split, "size": self.size,
                 "sha256": self.sha256, "info": list(self.info) if self.info else None, "error": self.error,
-                "phash": None if self.phash is None else f"{self.phash:016x}"}
+                "phash": None if self.phash is None else f"{self.phash:016x}",
+                "thumb": None if self.thumb is None else self.thumb.hex()}
 
     @classmethod
     def from_json(cls, data: dict) -> "Record":
         info = ImageInfo(*data["info"]) if data.get("info") else None
         phash = int(data["phash"], 16) if data.get("phash") else None
-        return cls(Item(data["path"], data["label"], data.get("split")), data["size"], data["sha256"], info, data["error"], phash)
+        thumb = bytes.fromhex(data["thumb"]) if data.get("thumb") else None
+        return cls(Item(data["path"], data["label"], data.get("split")), data["size"], data["sha256"], info, data["error"],
+                   phash, thumb)
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -208,6 +212,7 @@ def scan(
             record.error = "not a readable image (corrupt or unsupported format)"
             return record
         record.phash = perceptual_hash(rgb)
+        record.thumb = thumbnail(rgb)
         if cache is not None:
             cache[i] = resize_image(rgb, size[0], size[1], policy)
         return record

@@ -12,8 +12,13 @@ Near-duplicates (exact copies, re-encodes, resizes, burst frames; see
 :mod:`.near_duplicates`) form one group and move together: a group's ``u`` is
 the smallest of its members'. So a photo moves only when a near-duplicate of
 it is added or removed, and a new member can only lower the group's ``u``:
-a group moves towards test, never from test or val into training. A group
-whose photos carry different labels is left out of every split and listed.
+a group moves towards test, never from test or val into training.
+
+Labels that disagree: photos of a group that are one picture under two labels
+(an exact copy, or a near-duplicate whose thumbnail matches too, see
+:func:`~.near_duplicates.same_picture`) are left out of every split and listed.
+The group's other photos stay in: each label's part of the group is placed at
+the whole group's ``u``, so they still share a split.
 
 Small classes: hashing can leave a small class without a val or test photo.
 Then the class's train group with the smallest ``u`` is moved to the empty
@@ -30,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .dataset import SPLITS, DatasetError, Layout, Record
-from .near_duplicates import NEAR_DUPLICATE_BITS, group_photos
+from .near_duplicates import NEAR_DUPLICATE_BITS, group_photos, label_conflicts
 
 MIN_PER_CLASS = 3  # one picture each for train, val and test
 METHOD = "content-hash"
@@ -80,12 +85,11 @@ def plan_split(layout: Layout, records: list[Record], ratios: tuple[float, float
     readable = [i for i, r in enumerate(records) if r.ok]
     found = group_photos([records[i].sha256 for i in readable], [records[i].phash for i in readable], max_bits)
     groups = [[readable[k] for k in g] for g in found]
-    excluded = [g for g in groups if len({records[i].item.label for i in g}) > 1]
-    usable = [g for g in groups if len({records[i].item.label for i in g}) == 1]
+    excluded, usable, anchors = _resolve_label_conflicts(records, groups)
     plan = SplitPlan({s: [] for s in SPLITS}, [g for g in groups if len(g) > 1], excluded)
     if not layout.presplit:
         _refuse_small_classes(layout, records, usable, "", ratios)
-        _assign(plan, records, usable, ratios, seed, earlier)
+        _assign(plan, records, usable, ratios, seed, earlier, anchors)
     else:
         by_split = defaultdict(list)
         for g in usable:  # a group straddling folders is split by its folders: that is the leakage reported
@@ -115,12 +119,46 @@ def make_split(layout: Layout, records: list[Record], ratios: tuple[float, float
     return plan_split(layout, records, ratios, seed).indices
 
 
-def _assign(plan: SplitPlan, records: list[Record], groups: list[list[int]], ratios, seed: int,
-            earlier: dict[str, str] | None) -> None:
-    """Place each group by its hash (or its earlier split), then fill a class's empty splits."""
-    per_label: dict[str, dict[str, list[tuple[float, list[int], bool]]]] = defaultdict(lambda: {s: [] for s in SPLITS})
+def _resolve_label_conflicts(records: list[Record], groups: list[list[int]]
+                             ) -> tuple[list[list[int]], list[list[int]], list[list[int]]]:
+    """(excluded, usable, anchors): the photos left out for a label conflict, and single-label groups to place.
+
+    ``anchors[k]`` is the group whose ``u`` places ``usable[k]``: the whole
+    near-duplicate group, so the parts of a group with several labels share a split.
+    """
+    labels = [r.item.label for r in records]
+    keys = [r.sha256 for r in records]
+    thumbs = [r.thumb for r in records]
+    excluded: list[list[int]] = []
+    usable: list[list[int]] = []
+    anchors: list[list[int]] = []
     for group in groups:
-        u = min(split_point(seed, records[i].sha256) for i in group)
+        if len({labels[i] for i in group}) == 1:
+            usable.append(group)
+            anchors.append(group)
+            continue
+        conflicted = label_conflicts(group, labels, keys, thumbs)
+        if conflicted:
+            excluded.append(conflicted)
+        parts: dict[str, list[int]] = defaultdict(list)
+        for i in group:
+            if i not in conflicted:
+                parts[labels[i]].append(i)
+        for part in parts.values():
+            usable.append(part)
+            anchors.append(group)
+    return excluded, usable, anchors
+
+
+def _assign(plan: SplitPlan, records: list[Record], groups: list[list[int]], ratios, seed: int,
+            earlier: dict[str, str] | None, anchors: list[list[int]] | None = None) -> None:
+    """Place each group by its hash (or its earlier split), then fill a class's empty splits.
+
+    ``anchors[k]``, when given, is the photos whose smallest ``u`` places ``groups[k]``.
+    """
+    per_label: dict[str, dict[str, list[tuple[float, list[int], bool]]]] = defaultdict(lambda: {s: [] for s in SPLITS})
+    for k, group in enumerate(groups):
+        u = min(split_point(seed, records[i].sha256) for i in (group if anchors is None else anchors[k]))
         before = [earlier[records[i].sha256] for i in group if earlier and records[i].sha256 in earlier]
         target = max(before, key=_PRIORITY.__getitem__) if before else hashed_split(u, ratios)
         plan.pinned += len(group) if before else 0

@@ -164,6 +164,37 @@ def test_near_duplicates_share_a_split_and_conflicting_labels_are_excluded(tmp_p
     assert {e["path"] for e in doc["excluded"]} == {"squares/squares_004.jpg", "stripes/looks_striped.jpg"}
 
 
+def test_different_pictures_that_fool_the_hash_are_not_a_label_conflict(tmp_path):
+    """Plain, evenly lit backgrounds with a small subject look alike to the perceptual hash.
+
+    The demo's generated shapes are such pictures: some circles and squares are
+    hash neighbours. They are different pictures under their own right
+    labels and must all be trained on; only a real copy under another label
+    is left out.
+    """
+    import cv2
+
+    from edgeclass.workflow import synthetic
+
+    root = tmp_path / "data"
+    synthetic.write_dataset(root, per_class=60, seed=0)
+    copied = sorted((root / "circle").iterdir())[0]
+    image = cv2.imread(str(copied))
+    _write(root / "square" / "circle_again.jpg", image, 60)  # re-encoded, filed under another label
+    layout = discover(root)
+    records = scan(layout, workers=1)
+    plan = plan_split(layout, records, RATIOS, 42)
+    mixed = [g for g in plan.groups if len({records[i].item.label for i in g}) > 1]
+    assert len(mixed) >= 2, "the generated shapes must include hash neighbours with different labels"
+    excluded = {records[i].item.rel for g in plan.excluded for i in g}
+    assert excluded == {f"circle/{copied.name}", "square/circle_again.jpg"}
+    placed = {i for rows in plan.indices.values() for i in rows}
+    assert len(placed) == sum(r.ok for r in records) - 2
+    where = plan.where()
+    for group in mixed:  # what stays of a mixed group still shares one split
+        assert len({where[i] for i in group if i in where}) == 1
+
+
 def test_presplit_leakage_is_reported_and_refused_with_the_flag(tmp_path):
     root = tmp_path / "data"
     make_tree(root / "train", {"a": 8, "b": 8}, seed=1)
