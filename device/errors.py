@@ -23,6 +23,15 @@ class SourceError(EdgeclassError):
     """A frame source cannot be opened, or stopped delivering frames for good."""
 
 
+class SourceMissing(SourceError):
+    """A frame source that does not exist (yet): a camera not plugged in, a path not there.
+
+    Unlike a file that exists but cannot be read, it may appear by itself (a
+    USB camera enumerating at boot, a udev link, a share being mounted), so a
+    run that waits for its source retries it.
+    """
+
+
 class ImageError(EdgeclassError):
     """A file is not a readable image."""
 

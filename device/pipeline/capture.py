@@ -39,7 +39,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from ..errors import SourceError
+from ..errors import SourceError, SourceMissing
 from .sources import Frame, FrameSource
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,7 @@ class _Generation:
         self.blank_since: float | None = None
         self.outcome: str | None = None  # "ended" or "failed"
         self.error: str | None = None
+        self.missing = False  # failed because the source does not exist (yet)
 
 
 class FrameGrabber:
@@ -102,8 +103,10 @@ class FrameGrabber:
     source each time. ``retry_first_open``: whether a failure to open the very
     first source is retried (with backoff, until ``give_up_after``) or raised at
     once by :meth:`get`; ``None`` retries live sources (a camera may still be
-    starting at boot) and fails fast on files and folders (a missing or corrupt
-    file will not fix itself).
+    starting at boot) and sources that do not exist yet
+    (:class:`~edgeclass.device.errors.SourceMissing`: a ``/dev/v4l/by-id`` link
+    udev has not made, a share not mounted), and fails fast on files and
+    folders that exist but cannot be read (they will not fix themselves).
     """
 
     def __init__(
@@ -379,7 +382,7 @@ class FrameGrabber:
         first = self._trouble_since is None
         if first:
             self._trouble_since = now
-        retry_first = self.retry_first_open if self.retry_first_open is not None else bool(gen.live)
+        retry_first = self.retry_first_open if self.retry_first_open is not None else bool(gen.live) or gen.missing
         if not self._ever_opened and not stalled and not retry_first:
             self._failed = why
             return
@@ -433,6 +436,7 @@ class FrameGrabber:
                 if not self._take(gen, frame):
                     return
         except SourceError as exc:
+            gen.missing = isinstance(exc, SourceMissing)
             self._finish(gen, "failed", str(exc))
         except Exception as exc:  # cv2.error, OSError from a driver...: a source failure too
             name = source.description if source is not None else self._description

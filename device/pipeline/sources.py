@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..errors import ImageError, SourceError
+from ..errors import ImageError, SourceError, SourceMissing
 from .images import list_images, load_image
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,8 @@ class OpenCVCamera(FrameSource):
         cv2 = _cv2()
         self.close()
         if isinstance(self.target, str) and not self.is_stream and not os.path.exists(self.target):
-            raise SourceError(f"{self.name}: no such device (is the camera plugged in? see 'ls /dev/video*')")
+            raise SourceMissing(f"{self.name}: no such device (is the camera plugged in? see 'ls /dev/video*' "
+                                "and 'ls -l /dev/v4l/by-id')")
         if self.is_stream:
             params = [
                 cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_OPEN_TIMEOUT_MS,
@@ -246,7 +247,7 @@ class VideoFile(FrameSource):
     def _open_capture(self) -> None:
         cv2 = _cv2()
         if not self.path.exists():
-            raise SourceError(f"{self.name}: no such file")
+            raise SourceMissing(f"{self.name}: no such file")
         if self.path.is_dir():
             raise SourceError(f"{self.name}: is a directory")
         cap = cv2.VideoCapture(str(self.path))
@@ -331,7 +332,9 @@ class ImageFolder(FrameSource):
 
     def open(self) -> None:
         if not self.path.is_dir():
-            raise SourceError(f"{self.name}: no such folder")
+            if not self.path.exists():
+                raise SourceMissing(f"{self.name}: no such folder")
+            raise SourceError(f"{self.name}: not a folder")
         try:
             listing = list_images([self.path])
         except ImageError as exc:
@@ -465,9 +468,11 @@ def open_source(
 ) -> FrameSource:
     """Choose the :class:`FrameSource` for a command-line source string (not opened yet).
 
-    ``0``/``"0"`` camera index; ``/dev/videoN``; ``rtsp://``, ``http(s)://`` and other
-    URLs (live streams); ``picamera2`` or ``picamera2:N``; an existing folder (images);
-    an existing file or named pipe (video). ``width``/``height``/``fps`` are requests
+    ``0``/``"0"`` camera index; ``/dev/videoN``, ``/dev/v4l/by-id/...`` and any other
+    camera path or link into ``/dev`` (present or not yet); ``rtsp://``, ``http(s)://``
+    and other URLs (live streams); ``picamera2`` or ``picamera2:N``; an existing folder
+    (images); an existing file or named pipe (video). A path that does not exist
+    (yet) and is not a camera raises :class:`SourceMissing`. ``width``/``height``/``fps`` are requests
     to cameras; ``loop`` replays files and folders forever; ``realtime`` paces them at
     their frame rate (or ``fps``) and marks them live, to rehearse a camera.
     """
@@ -487,13 +492,33 @@ def open_source(
     if _URL.match(text):
         return OpenCVCamera(text, **camera)
     path = Path(text).expanduser()
-    if text.startswith("/dev/video") or path.is_char_device():  # also /dev/v4l/by-id/... links
+    if _is_camera_path(text, path):
         return OpenCVCamera(text, **camera)
     if path.is_dir():
         return ImageFolder(path, loop=loop, realtime=realtime, fps=fps)
     if path.exists():
         return VideoFile(path, loop=loop, realtime=realtime, fps=fps)
-    raise SourceError(
+    # Absent *now*: a link that udev, a mount or another program has not made
+    # yet. SourceMissing lets a run that waits for its source try again.
+    raise SourceMissing(
         f"source {redact(repr(text))}: no such file or folder (expected a camera index, /dev/videoN, "
         "a stream URL, 'picamera2', a video file or an image folder)"
     )
+
+
+def _is_camera_path(text: str, path: Path) -> bool:
+    """Whether a path names a V4L2 camera, decided without needing it to exist.
+
+    A camera's stable names (``/dev/v4l/by-id/...``, ``/dev/v4l/by-path/...``,
+    a udev ``SYMLINK+=`` name) are symlinks that exist only while the camera
+    is plugged in, so at boot they are absent: anything under ``/dev/`` that
+    is not there yet, and any symlink that resolves into ``/dev/``, is a camera
+    still to come. A path that exists is what it is (a character device is a
+    camera; a FIFO or file under ``/dev/fd/`` is a video).
+    """
+    if text.startswith(("/dev/video", "/dev/v4l/")):
+        return True
+    if path.exists():
+        return path.is_char_device()
+    # realpath follows every link that exists, so a dangling link shows its target.
+    return os.path.realpath(path).startswith("/dev/")

@@ -233,9 +233,38 @@ def test_unreadable_file_fails_fast_naming_it(tmp_path):
         with pytest.raises(SourceError, match="garbage.avi"):
             grabber.get(timeout=10)
     assert time.monotonic() - start < 5
-    with FrameGrabber(lambda: open_source(tmp_path / "missing.avi")) as grabber:
+    # Not waiting for the source: a missing one fails at once too.
+    with FrameGrabber(lambda: open_source(tmp_path / "missing.avi"), retry_first_open=False) as grabber:
         with pytest.raises(SourceError, match="missing.avi"):
             grabber.get(timeout=10)
+
+
+def test_symlink_source_absent_at_start_is_waited_for_until_it_appears(tmp_path, clip):
+    """A stable camera name is a link that appears when the device does: a real symlink, made 0.5 s late."""
+    link = tmp_path / "v4l" / "by-id" / "usb-Test_Camera-video-index0"
+
+    def plug_in() -> None:
+        time.sleep(0.5)
+        link.parent.mkdir(parents=True)
+        link.symlink_to(clip)
+
+    threading.Thread(target=plug_in, daemon=True).start()
+    factory = Factory(lambda: open_source(link))
+    with FrameGrabber(factory, give_up_after=30, reopen_backoff=(0.05, 0.2)) as grabber:
+        items = drain(grabber)
+        stats = grabber.stats
+    assert [c.frame.index for c in items] == list(range(30))
+    assert stats.reopens >= 1 and len(factory.made) == 1  # tried while absent, made once it appeared
+    assert "no such file or folder" in stats.last_error and "usb-Test_Camera" in stats.last_error
+
+
+def test_missing_source_is_given_up_after_give_up_after_when_waited_for(tmp_path):
+    start = time.monotonic()
+    with FrameGrabber(lambda: open_source(tmp_path / "never"), give_up_after=0.6, **FAST) as grabber:
+        with pytest.raises(SourceError, match=r"giving up.*never.*no such file or folder"):
+            grabber.get(timeout=10)
+        assert grabber.stats.reopens >= 2
+    assert 0.5 < time.monotonic() - start < 6
 
 
 def test_missing_camera_is_retried_with_backoff_then_given_up(caplog):

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edgeclass.device.errors import SourceError
+from edgeclass.device.errors import SourceError, SourceMissing
 from edgeclass.device.pipeline.sources import (
     PICAMERA2_MISSING,
     Frame,
@@ -116,11 +116,19 @@ def test_unreadable_video_file_is_a_source_error_naming_it(tmp_path, content):
 
 
 def test_missing_path_is_a_source_error_naming_it(tmp_path):
-    with pytest.raises(SourceError, match="nothere.mp4"):
+    # SourceMissing (not just SourceError): a run that waits for its source retries it.
+    with pytest.raises(SourceMissing, match="nothere.mp4"):
         open_source(str(tmp_path / "nothere.mp4"))
     # A file that disappears between choosing and opening the source.
-    with pytest.raises(SourceError, match=r"gone\.avi: no such file"):
+    with pytest.raises(SourceMissing, match=r"gone\.avi: no such file"):
         VideoFile(tmp_path / "gone.avi").open()
+    with pytest.raises(SourceMissing, match=r"gone: no such folder"):
+        ImageFolder(tmp_path / "gone").open()
+    # Present but unreadable is not "missing": it will not fix itself.
+    (tmp_path / "empty.avi").write_bytes(b"")
+    with pytest.raises(SourceError) as info:
+        open_source(tmp_path / "empty.avi").open()
+    assert not isinstance(info.value, SourceMissing)
 
 
 def test_truncated_video_ends_early_with_a_warning(tmp_path, clip, caplog):
@@ -227,6 +235,33 @@ def test_camera_that_does_not_exist_fails_fast_and_clearly(spec):
         source.open()
     assert time.monotonic() - start < 5
     source.close()
+
+
+@pytest.mark.parametrize("spec", [
+    "/dev/v4l/by-id/usb-Absent_Webcam_C270_0001-video-index0",
+    "/dev/v4l/by-path/platform-fd500000.pcie-pci-0000:01:00.0-usb-0:1.2:1.0-video-index0",
+    "/dev/edgeclass-camera",  # a udev SYMLINK+= name
+])
+def test_stable_camera_path_absent_at_boot_is_a_camera_not_a_missing_file(spec):
+    """By-id/by-path links exist only while the camera is plugged in: absent, they are still a camera."""
+    source = open_source(spec)
+    assert isinstance(source, OpenCVCamera) and source.live
+    with pytest.raises(SourceMissing, match=r"no such device \(is the camera plugged in"):
+        source.open()
+
+
+def test_dangling_symlink_into_dev_is_a_camera(tmp_path):
+    link = tmp_path / "front-door"
+    link.symlink_to("/dev/v4l/by-id/usb-Absent_Webcam_0002-video-index0")
+    source = open_source(link)
+    assert isinstance(source, OpenCVCamera) and source.live
+    with pytest.raises(SourceMissing, match="front-door: no such device"):
+        source.open()
+    # A link to a video that is not there yet is a missing source, to be waited for.
+    video_link = tmp_path / "clip-link"
+    video_link.symlink_to(tmp_path / "later.avi")
+    with pytest.raises(SourceMissing, match="clip-link"):
+        open_source(video_link)
 
 
 def _free_port() -> int:
