@@ -10,8 +10,10 @@ a daemon thread and hands frames to the inference loop through :meth:`get`:
 - preprocessing runs in the capture thread, so it overlaps inference;
 - blank frames (a uniform black or grey picture, what a failing camera often
   sends) are skipped and counted, never classified;
-- a source that blocks in ``open()``/``read()`` for ``stall_timeout`` (or, if
-  live, sends only blank frames that long), or that fails, is reported and
+- a source that blocks in ``read()`` for ``stall_timeout`` (the clock starts
+  once the source has opened: a camera or stream that is slow to open is not
+  a stall of frames; ``open()`` has ``open_timeout`` of its own), or (if live)
+  sends only blank frames that long, or that fails, is reported and
   replaced by a fresh one from ``make_source`` after an exponential backoff;
   frames are never invented and frames from before a reopen are never handed
   out after it; after ``give_up_after`` seconds without a good frame
@@ -45,6 +47,9 @@ from .sources import Frame, FrameSource
 log = logging.getLogger(__name__)
 
 BLANK_STD = 1.0  # a real scene, even a dark one, has sensor noise above this
+# FFmpeg gives a network camera 10 s to answer, picamera2 a few seconds to
+# start the sensor; an open that takes longer than this is hung in the driver.
+OPEN_TIMEOUT = 30.0
 MAX_ABANDONED = 4
 QUEUE_DEPTH = 2  # non-live: enough to overlap decode with inference, no more
 
@@ -88,7 +93,8 @@ class _Generation:
         self.live: bool | None = None
         self.opened = False
         self.abandoned = False  # set by the supervisor or close(); the thread exits at its next check
-        self.busy_since: float | None = now  # in make_source()/open()/read() since then
+        self.started = now  # make_source() and open() began
+        self.busy_since: float | None = None  # in read() since then (None: opening, or between reads)
         self.blank_since: float | None = None
         self.outcome: str | None = None  # "ended" or "failed"
         self.error: str | None = None
@@ -107,6 +113,9 @@ class FrameGrabber:
     (:class:`~edgeclass.device.errors.SourceMissing`: a ``/dev/v4l/by-id`` link
     udev has not made, a share not mounted), and fails fast on files and
     folders that exist but cannot be read (they will not fix themselves).
+    ``open_timeout``: how long ``make_source()`` plus ``open()`` may take before
+    the source counts as hung (default: the larger of :data:`OPEN_TIMEOUT` and
+    ``stall_timeout``); ``stall_timeout`` only starts once it has opened.
     """
 
     def __init__(
@@ -115,6 +124,7 @@ class FrameGrabber:
         preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
         *,
         stall_timeout: float = 5.0,
+        open_timeout: float | None = None,
         reopen_backoff: tuple[float, float] = (0.5, 30.0),
         give_up_after: float | None = 300.0,
         skip_blank: bool = True,
@@ -130,6 +140,7 @@ class FrameGrabber:
             raise ValueError(f"give_up_after must be > 0 or None, got {give_up_after}")
         self._make_source = make_source
         self.stall_timeout = float(stall_timeout)
+        self.open_timeout = max(OPEN_TIMEOUT, self.stall_timeout) if open_timeout is None else float(open_timeout)
         self.reopen_backoff = (float(low), float(high))
         self.give_up_after = give_up_after
         self.skip_blank = skip_blank
@@ -362,9 +373,12 @@ class FrameGrabber:
         return poll
 
     def _stall_reason(self, gen: _Generation, now: float) -> str | None:
+        if not gen.opened:
+            if now - gen.started >= self.open_timeout:
+                return f"{self._description}: open did not complete in {now - gen.started:.1f} s (blocked in the source)"
+            return None
         if gen.busy_since is not None and now - gen.busy_since >= self.stall_timeout:
-            what = "no frame" if gen.opened else "open did not complete"
-            return f"{self._description}: {what} for {now - gen.busy_since:.1f} s (blocked in the source)"
+            return f"{self._description}: no frame for {now - gen.busy_since:.1f} s (blocked in the source)"
         if (
             self.skip_blank
             and gen.live
@@ -419,7 +433,7 @@ class FrameGrabber:
             with self._lock:
                 if gen.abandoned:
                     return
-                gen.opened, gen.busy_since = True, None
+                gen.opened = True
                 self._description = source.description
                 first = not self._ever_opened
                 self._ever_opened = True

@@ -486,3 +486,52 @@ def test_no_thread_or_fd_growth_over_many_reopens(clip):
 
     assert settle_threads(threads) == threads
     assert fd_count() == fds
+
+
+# -- opening --------------------------------------------------------------------
+
+
+def test_slow_open_is_not_a_stall_of_frames(tmp_path, clip):
+    """A real FIFO whose writer turns up 1.2 s late: open() blocks that long, four stall timeouts."""
+    fifo = tmp_path / "late.fifo"
+    os.mkfifo(fifo)
+    data = clip.read_bytes()
+
+    def late_writer() -> None:
+        time.sleep(1.2)
+        with open(fifo, "wb") as out:
+            out.write(data)
+
+    threading.Thread(target=late_writer, daemon=True).start()
+    factory = Factory(lambda: open_source(fifo))
+    with FrameGrabber(factory, stall_timeout=0.3, **FAST) as grabber:
+        items = drain(grabber)
+        stats = grabber.stats
+    assert [c.frame.index for c in items] == list(range(30))
+    assert stats.reopens == 0 and stats.last_error is None and len(factory.made) == 1
+
+
+def test_open_that_never_completes_is_abandoned_after_the_open_timeout():
+    """A driver that hangs in open(): a test source blocked on an event the test releases at the end.
+
+    (Not a FIFO without a writer: OpenCV serialises FFmpeg opens behind one
+    process-wide lock, so a hung FFmpeg open would block every later video
+    open in this test process too.)
+    """
+    release = threading.Event()
+
+    class HangsInOpen(PipeSource):
+        def open(self) -> None:
+            release.wait()
+            super().open()
+
+    made = Factory(HangsInOpen)
+    start = time.monotonic()
+    try:
+        with FrameGrabber(made, stall_timeout=0.1, open_timeout=0.6, give_up_after=1.5, **FAST) as grabber:
+            with pytest.raises(SourceError, match=r"giving up.*open did not complete in 0\.[6-9]"):
+                grabber.get(timeout=10)
+        assert 1.4 < time.monotonic() - start < 6
+    finally:
+        release.set()
+    assert all(s.closed.wait(5) for s in made.made)  # each abandoned reader closed its own source
