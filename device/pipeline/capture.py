@@ -75,6 +75,9 @@ class GrabberStats:
     last_error: str | None
     is_stalled: bool  # no good frame since a stall or failure was detected
     seconds_since_frame: float | None  # since the last good frame; None before the first
+    # Abandoned readers still blocked in the driver. While one is, it holds the
+    # device, so opening it again is futile: only ending the process frees it.
+    stuck_readers: int = 0
 
 
 def is_blank(rgb: np.ndarray) -> bool:
@@ -256,6 +259,7 @@ class FrameGrabber:
                 last_error=self._last_error,
                 is_stalled=self._trouble_since is not None,
                 seconds_since_frame=since,
+                stuck_readers=sum(1 for g in self._abandoned if g.thread is not None and g.thread.is_alive()),
             )
 
     @property

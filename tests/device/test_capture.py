@@ -531,6 +531,7 @@ def test_open_that_never_completes_is_abandoned_after_the_open_timeout():
         with FrameGrabber(made, stall_timeout=0.1, open_timeout=0.6, give_up_after=1.5, **FAST) as grabber:
             with pytest.raises(SourceError, match=r"giving up.*open did not complete in 0\.[6-9]"):
                 grabber.get(timeout=10)
+            assert grabber.stats.stuck_readers >= 1  # the watchdog's cue: retrying cannot free the device
         assert 1.4 < time.monotonic() - start < 6
     finally:
         release.set()

@@ -86,3 +86,55 @@ def test_by_id_camera_absent_at_boot_is_retried_until_the_give_up(colour_bundle,
     assert "giving up" in last and "usb-Absent_Webcam_C270_0001-video-index0: no such device" in last
     assert result.stderr.count("reopening in") >= 2  # retried, not refused
     assert took >= 2.0 and "Traceback" not in result.stderr
+
+
+# -- the watchdog and a reader stuck in the driver ---------------------------------
+
+
+def test_reader_stuck_holding_the_device_stops_the_watchdog_within_the_grace(
+        service_factory, colour_video, colour_bundle, tmp_path):
+    """The read blocks for good (a FIFO whose writer stops but never closes) and every reopen fails.
+
+    The FIFO's name is removed once it is open, so the retries fail at once
+    ("no such file"), as a V4L2 reopen fails with "busy" while the stuck reader
+    holds the device. Failed attempts are not progress then: the pings must stop
+    ``stall_timeout + reopen_backoff_max + 5 s`` after the last classified frame
+    (6.5 s here), long before the give-up (120 s); systemd then restarts the
+    service ``WatchdogSec`` later.
+    """
+    fifo, fds = _stalling_fifo(tmp_path, colour_video)
+    config = _config(tmp_path / "device.toml", model={"bundle": str(colour_bundle)}, source={
+        "source": str(fifo), "stall_timeout": 0.5, "reopen_backoff_max": 1.0, "give_up_after": 120.0},
+        output={"emit": "all"}, service={"state_file": "state.json"})
+    grace = 0.5 + 1.0 + 5.0
+    try:
+        svc = service_factory(["--config", config], watchdog_usec=1_000_000)
+        svc.wait_message("READY=1")
+        fifo.unlink()  # the reader has it open; a new open cannot find it
+        svc.wait_for(lambda: "stopping watchdog pings" in svc.err.read_text(), timeout=60, what="the pings to stop")
+        time.sleep(2.0)  # four ping intervals: they stay stopped
+        last_frame = max(r["ts"] for r in svc.results())
+        with svc._lock:
+            pings = [t for t, line in svc.messages if line == "WATCHDOG=1"]
+        assert svc.proc.poll() is None  # not given up: under systemd the watchdog would now restart it
+        err = svc.err.read_text()
+        assert err.count("no such file or folder") >= 2  # it kept retrying meanwhile
+        assert grace - 1.0 <= pings[-1] - last_frame <= grace + 2.0, (pings[-1] - last_frame, err)
+        assert time.time() - pings[-1] >= 1.5  # and they stayed stopped
+        svc.proc.send_signal(signal.SIGTERM)
+        assert svc.proc.wait(10) == 0
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def test_shipped_settings_restart_a_stuck_reader_within_about_a_minute():
+    """grace (stall_timeout + reopen_backoff_max + 5 s) + WatchdogSec, from systemd/device.toml and the unit."""
+    from edgeclass.device.service.config import build, read_config_file
+    from edgeclass.device.service.supervise import Liveness
+
+    from .test_service_run import SHIPPED, _unit_settings
+
+    source = build(read_config_file(SHIPPED)).source
+    grace = Liveness.for_options(source.stall_timeout, source.reopen_backoff_max, now=0).grace
+    assert grace + float(_unit_settings()["WatchdogSec"]) <= 75
