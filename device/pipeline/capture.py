@@ -8,8 +8,13 @@ a daemon thread and hands frames to the inference loop through :meth:`get`:
 - files and folders deliver every frame in order through a queue of two, the
   reader blocking when it is full (no backlog growth);
 - preprocessing runs in the capture thread, so it overlaps inference;
-- blank frames (a uniform black or grey picture, what a failing camera often
-  sends) are skipped and counted, never classified;
+- blank frames (a uniform black or grey picture: a covered lens, a pitch-dark
+  scene, a failing camera) are skipped and counted, never classified; by
+  default they still prove that the camera works (a dark scene at night is
+  not a fault), unless ``blank_is_stall``;
+- a camera whose pictures are byte-identical for ``frozen_after`` seconds has
+  frozen (sensor noise makes that impossible for a working one): the repeats
+  are skipped, then it is treated as stalled; files and folders are exempt;
 - a source that blocks in ``read()`` for ``stall_timeout`` (the clock starts
   once the source has opened: a camera or stream that is slow to open is not
   a stall of frames; ``open()`` has ``open_timeout`` of its own), or (if live)
@@ -78,12 +83,28 @@ class GrabberStats:
     # Abandoned readers still blocked in the driver. While one is, it holds the
     # device, so opening it again is futile: only ending the process frees it.
     stuck_readers: int = 0
+    repeats_skipped: int = 0  # frames byte-identical to the camera's previous picture
+    only_blank_for: float | None = None  # seconds the frames have all been blank; None when the last was not
 
 
 def is_blank(rgb: np.ndarray) -> bool:
-    """True for a uniform frame (all black, all grey): what a dead camera sends."""
+    """True for a uniform frame (all black, all grey): a covered lens, a pitch-dark scene, a dead camera."""
     # Every 8th pixel each way: ~20 µs on 640x480, plenty to see any real scene.
     return float(rgb[::8, ::8].std()) < BLANK_STD
+
+
+def same_picture(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two frames are byte-identical (what a frozen camera or driver repeats).
+
+    A strided sample is compared first: sensor noise makes nearly every pixel of
+    two real frames differ, so a working camera's frames are told apart by the
+    sample alone; only an identical sample pays for the full comparison.
+    """
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if not np.array_equal(a[::16, ::16], b[::16, ::16]):
+        return False
+    return bool(np.array_equal(a, b))
 
 
 class _Generation:
@@ -99,6 +120,8 @@ class _Generation:
         self.started = now  # make_source() and open() began
         self.busy_since: float | None = None  # in read() since then (None: opening, or between reads)
         self.blank_since: float | None = None
+        self.from_sensor = False  # frames come from a camera: repeats mean it froze
+        self.repeating = False  # its latest frame repeated the previous picture
         self.outcome: str | None = None  # "ended" or "failed"
         self.error: str | None = None
         self.missing = False  # failed because the source does not exist (yet)
@@ -131,6 +154,8 @@ class FrameGrabber:
         reopen_backoff: tuple[float, float] = (0.5, 30.0),
         give_up_after: float | None = 300.0,
         skip_blank: bool = True,
+        blank_is_stall: bool = False,
+        frozen_after: float | None = 10.0,
         retry_first_open: bool | None = None,
         name: str = "edgeclass-capture",
     ) -> None:
@@ -147,6 +172,8 @@ class FrameGrabber:
         self.reopen_backoff = (float(low), float(high))
         self.give_up_after = give_up_after
         self.skip_blank = skip_blank
+        self.blank_is_stall = blank_is_stall
+        self.frozen_after = frozen_after if frozen_after else None  # 0 or None: never
         self.retry_first_open = retry_first_open
         self.name = name
         # One lock, three wait queues: consumers wait for frames, the non-live
@@ -175,7 +202,12 @@ class FrameGrabber:
         self._failures = 0  # consecutive, for the backoff
         self._next_open_at = 0.0
         self._started_at: float | None = None
-        self._last_good: float | None = None
+        self._last_good: float | None = None  # last frame worth classifying
+        self._last_alive: float | None = None  # last frame proving the source works (good, or blank)
+        self._blank_run_since: float | None = None
+        self._repeats = 0
+        self._last_picture: np.ndarray | None = None  # the camera's previous (non-blank) picture
+        self._picture_since = 0.0  # when that picture first arrived
         self._ever_opened = False
         self._ended = False
         self._failed: str | None = None
@@ -260,6 +292,8 @@ class FrameGrabber:
                 is_stalled=self._trouble_since is not None,
                 seconds_since_frame=since,
                 stuck_readers=sum(1 for g in self._abandoned if g.thread is not None and g.thread.is_alive()),
+                repeats_skipped=self._repeats,
+                only_blank_for=None if self._blank_run_since is None else time.monotonic() - self._blank_run_since,
             )
 
     @property
@@ -349,7 +383,7 @@ class FrameGrabber:
                 self._after_failure(gen, why, now, stalled)
                 if self._failed is not None:
                     return None
-        last_good = self._last_good if self._last_good is not None else self._started_at
+        last_good = self._last_alive if self._last_alive is not None else self._started_at
         if (
             self._trouble_since is not None
             and self.give_up_after is not None
@@ -383,13 +417,11 @@ class FrameGrabber:
             return None
         if gen.busy_since is not None and now - gen.busy_since >= self.stall_timeout:
             return f"{self._description}: no frame for {now - gen.busy_since:.1f} s (blocked in the source)"
-        if (
-            self.skip_blank
-            and gen.live
-            and gen.blank_since is not None
-            and now - gen.blank_since >= self.stall_timeout
-        ):
-            return f"{self._description}: only blank frames for {now - gen.blank_since:.1f} s"
+        if gen.blank_since is not None and now - gen.blank_since >= self.stall_timeout:
+            return f"{self._description}: only blank frames for {now - gen.blank_since:.1f} s (blank_is_stall)"
+        if gen.repeating and self.frozen_after is not None and now - self._picture_since >= self.frozen_after:
+            return (f"{self._description}: frozen: the same picture, byte for byte, for "
+                    f"{now - self._picture_since:.1f} s (the camera or its driver repeats its last frame)")
         return None
 
     def _after_failure(self, gen: _Generation, why: str, now: float, stalled: bool) -> None:
@@ -430,6 +462,7 @@ class FrameGrabber:
             source = self._make_source()
             with self._lock:
                 gen.live = bool(source.live)
+                gen.from_sensor = bool(source.from_sensor)
                 self._live = gen.live
                 if not self._ever_opened:
                     self._description = source.description
@@ -469,20 +502,37 @@ class FrameGrabber:
     def _take(self, gen: _Generation, frame: Frame) -> bool:
         """Count, filter, preprocess and queue one frame; False when the reader must stop."""
         frame = frame._replace(index=gen.base + frame.index)
-        blank = self.skip_blank and is_blank(frame.rgb)
+        # Outside the lock: the checks read pixels. Uniform frames are exempt from
+        # the frozen check: a pitch-dark scene is uniform, and so byte-identical.
+        blank = is_blank(frame.rgb)
+        watch = gen.from_sensor and self.frozen_after is not None and not blank
+        previous = self._last_picture
+        repeat = watch and previous is not None and same_picture(frame.rgb, previous)
         with self._lock:
             gen.busy_since = None
             if gen.abandoned:
                 return False
+            now = time.monotonic()
             self._read += 1
             self._next_base = max(self._next_base, frame.index + 1)
-            if blank:
-                self._blank += 1
-                if gen.blank_since is None:
-                    gen.blank_since = time.monotonic()
+            gen.repeating = repeat
+            if repeat:  # the same picture again: never classified twice, frozen after frozen_after
+                self._repeats += 1
                 return True
-            gen.blank_since = None
-            self._good_frame()
+            if watch:
+                self._last_picture, self._picture_since = frame.rgb, now
+            if blank and self.skip_blank:
+                self._blank += 1
+                if self._blank_run_since is None:
+                    self._blank_run_since = now
+                if self.blank_is_stall and gen.live:
+                    if gen.blank_since is None:
+                        gen.blank_since = now
+                else:
+                    self._source_works(now, good=False)
+                return True
+            gen.blank_since = self._blank_run_since = None
+            self._source_works(now, good=True)
             preprocess, version = self._preprocess, self._preprocess_version
         try:
             tensor = preprocess(frame.rgb) if preprocess is not None else None
@@ -507,16 +557,19 @@ class FrameGrabber:
             self._frames.notify()
         return True
 
-    def _good_frame(self) -> None:
-        now = time.monotonic()
+    def _source_works(self, now: float, good: bool) -> None:
+        """A frame that proves the source works: a good one, or a blank one unless ``blank_is_stall``."""
         if self._trouble_since is not None:
             log.info(
-                "%s: frames again after %.1f s (%d reopens so far)",
+                "%s: frames again after %.1f s (%d reopens so far)%s",
                 self._description, now - self._trouble_since, self._reopens,
+                "" if good else "; blank so far (dark scene or covered lens)",
             )  # fmt: skip
             self._trouble_since = None
         self._failures = 0
-        self._last_good = now
+        self._last_alive = now
+        if good:
+            self._last_good = now
 
     def _finish(self, gen: _Generation, outcome: str, error: str | None = None) -> None:
         with self._lock:

@@ -172,6 +172,8 @@ class Runner:
             output.start(self)
         with FrameGrabber(self._make_source, self.preprocess, stall_timeout=s.stall_timeout,
                           reopen_backoff=backoff, give_up_after=s.give_up_after or None,
+                          skip_blank=s.skip_blank, blank_is_stall=s.blank_is_stall,
+                          frozen_after=s.frozen_after or None,
                           retry_first_open=None if s.wait_for_source else False) as grabber:
             self.grabber = grabber
             while not self.stop_event.is_set():

@@ -66,6 +66,10 @@ class FrameSource(ABC):
     """A camera, stream, file or folder; ``with source:`` opens and closes it."""
 
     live: bool = False  # True: drop old frames and keep the newest; False: every frame, in order
+    # True: pictures come from a sensor, whose noise makes two byte-identical
+    # frames impossible, so repeats mean it froze. Files and folders repeat
+    # legitimately (a still shot, a loop), so they are exempt.
+    from_sensor: bool = False
     description: str = ""  # for logs; filled in with real sizes by open()
 
     def __init__(self) -> None:
@@ -133,6 +137,7 @@ class OpenCVCamera(FrameSource):
     """A V4L2 camera (index or ``/dev/videoN``) or a network stream, read through OpenCV."""
 
     live = True
+    from_sensor = True
 
     def __init__(
         self,
@@ -384,6 +389,7 @@ class Picamera2Camera(FrameSource):
     """A Raspberry Pi camera through picamera2/libcamera (imported only when opened)."""
 
     live = True
+    from_sensor = True
 
     def __init__(self, camera_num: int = 0, *, width: int | None = None, height: int | None = None,
                  fps: float | None = None) -> None:  # fmt: skip

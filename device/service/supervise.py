@@ -207,6 +207,9 @@ class Supervisor(Output):
         stats = runner.grabber_stats() if runner is not None else None
         if stats is not None and stats.is_stalled:
             return f"no frames: {stats.last_error}; reopening ({stats.reopens} reopens)"
+        if stats is not None and stats.only_blank_for is not None:
+            return (f"only blank frames for {stats.only_blank_for:.0f} s (dark scene or covered lens; "
+                    f"{stats.blank_skipped} skipped, not classified)")
         fps = "" if self._fps is None else f"{self._fps:.1f} fps, "
         name = f", bundle {self._running.name}" if self._running is not None else ""
         return f"{fps}{self._label} ({self._score:.2f}){name}"

@@ -19,11 +19,12 @@ import cv2
 import numpy as np
 import pytest
 
-from edgeclass.device.pipeline.capture import QUEUE_DEPTH, FrameGrabber, is_blank
+from edgeclass.device.pipeline.capture import QUEUE_DEPTH, FrameGrabber, is_blank, same_picture
 from edgeclass.device.errors import SourceError
 from edgeclass.device.pipeline.sources import FrameSource, VideoFile, open_source
 
 from .conftest import write_video as write_bgr_video
+from .mjpeg_camera import MJPEGCamera, noisy
 
 FAST = {"reopen_backoff": (0.02, 0.1)}
 
@@ -373,11 +374,11 @@ def test_live_read_errors_trigger_reopen_with_continuing_indices(clip):
     assert stats.reopens >= 2 and "camera unplugged" in stats.last_error
 
 
-def test_live_source_sending_only_blank_frames_is_reopened_then_given_up(tmp_path, caplog):
+def test_live_source_sending_only_blank_frames_is_reopened_then_given_up_with_blank_is_stall(tmp_path, caplog):
     black = write_video(tmp_path / "black.avi", [np.zeros((48, 64, 3), np.uint8)] * 10)
     make = lambda: open_source(black, loop=True, realtime=True, fps=100)  # noqa: E731
     with caplog.at_level(logging.WARNING, logger="edgeclass.device.pipeline.capture"):
-        with FrameGrabber(make, stall_timeout=0.3, give_up_after=1.2, **FAST) as grabber:
+        with FrameGrabber(make, stall_timeout=0.3, give_up_after=1.2, blank_is_stall=True, **FAST) as grabber:
             with pytest.raises(SourceError, match="giving up.*only blank frames"):
                 grabber.get(timeout=10)
             stats = grabber.stats
@@ -536,3 +537,95 @@ def test_open_that_never_completes_is_abandoned_after_the_open_timeout():
     finally:
         release.set()
     assert all(s.closed.wait(5) for s in made.made)  # each abandoned reader closed its own source
+
+
+# -- dark scenes, blank and frozen cameras ----------------------------------------------
+
+
+def _watch(grabber: FrameGrabber, seconds: float) -> list:
+    """Everything get() hands out for ``seconds`` (a camera has no end); SourceError propagates."""
+    got, deadline = [], time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            got.append(grabber.get(timeout=0.1))
+        except TimeoutError:
+            pass
+    return got
+
+
+def test_long_dark_night_of_noisy_frames_is_classified_and_never_a_stall():
+    """A dark scene (pixels 0..13, mean ~6 of 255) from a real MJPEG camera, for 5x stall, give-up and frozen."""
+    with MJPEGCamera(lambda i: noisy(14, seed=i), fps=40) as camera:
+        with FrameGrabber(lambda: open_source(camera.url), stall_timeout=0.3, give_up_after=0.6,
+                          frozen_after=0.3, **FAST) as grabber:
+            got = _watch(grabber, 3.0)
+            stats = grabber.stats
+    assert len(got) > 40 and not any(is_blank(c.frame.rgb) for c in got)
+    assert max(c.frame.rgb.mean() for c in got) < 10  # really dark
+    assert (stats.reopens, stats.blank_skipped, stats.repeats_skipped, stats.last_error) == (0, 0, 0, None)
+
+
+def test_long_run_of_truly_uniform_frames_is_skipped_but_never_a_stall_by_default():
+    """A pitch-dark scene the camera renders as exact black: uniform *and* byte-identical frames.
+
+    Skipped (never classified) and counted, but the camera delivers on time:
+    not reopened, not frozen, not given up, for 5x the give-up period.
+    """
+    def night(i: int) -> np.ndarray:
+        return noisy(14, seed=i) if i < 10 else np.zeros((120, 160, 3), np.uint8)
+
+    with MJPEGCamera(night, fps=40) as camera:
+        with FrameGrabber(lambda: open_source(camera.url), stall_timeout=0.3, give_up_after=0.6,
+                          frozen_after=0.3, **FAST) as grabber:
+            got = _watch(grabber, 3.0)
+            stats = grabber.stats
+    assert 1 <= len(got) <= 10 and not any(is_blank(c.frame.rgb) for c in got)
+    assert stats.blank_skipped > 60 and stats.repeats_skipped == 0
+    assert (stats.reopens, stats.last_error, stats.is_stalled) == (0, None, False)
+    assert stats.only_blank_for > 2.0
+
+
+def test_uniform_frames_are_a_stall_when_blank_is_stall_is_set():
+    with MJPEGCamera(lambda i: np.zeros((120, 160, 3), np.uint8), fps=40) as camera:
+        with FrameGrabber(lambda: open_source(camera.url), stall_timeout=0.3, give_up_after=1.0,
+                          blank_is_stall=True, **FAST) as grabber:
+            with pytest.raises(SourceError, match=r"giving up.*only blank frames"):
+                _watch(grabber, 10.0)
+            assert grabber.stats.reopens >= 1
+
+
+def test_camera_frozen_on_one_picture_is_treated_as_stalled_then_given_up():
+    """A real camera stream whose every frame is the same (non-blank) JPEG: decoded, byte-identical."""
+    still = noisy(255, seed=3)
+    with MJPEGCamera(lambda i: still, fps=40) as camera:
+        with FrameGrabber(lambda: open_source(camera.url), stall_timeout=5, frozen_after=0.5, give_up_after=2.0,
+                          reopen_backoff=(0.1, 0.2)) as grabber:
+            got = []
+            with pytest.raises(SourceError, match=r"giving up.*frozen: the same picture, byte for byte"):
+                while True:
+                    try:
+                        got.append(grabber.get(timeout=0.1))
+                    except TimeoutError:
+                        pass
+            stats = grabber.stats
+    assert len(got) == 1  # the picture once, never its repeats (not even after a reopen)
+    assert stats.repeats_skipped > 30 and stats.reopens >= 1
+
+
+def test_frozen_check_exempts_files_and_folders(tmp_path):
+    """A still shot in a video file repeats legitimately, even played as a live source."""
+    still = textured(3)
+    path = write_video(tmp_path / "still.avi", [still] * 30)
+    with FrameGrabber(lambda: open_source(path, realtime=True, fps=200), frozen_after=0.01) as grabber:
+        items = drain(grabber)
+        stats = grabber.stats
+    assert len(items) > 10 and stats.repeats_skipped == 0 and stats.reopens == 0
+
+
+def test_same_picture_is_exact():
+    a = textured(1, 640, 480)
+    b = a.copy()
+    assert same_picture(a, b)
+    b[479, 639, 2] ^= 1  # one bit off the sampled grid
+    assert not same_picture(a, b)
+    assert not same_picture(a, a[:, :, ::-1].copy()) and not same_picture(a, a[:240])

@@ -138,3 +138,35 @@ def test_shipped_settings_restart_a_stuck_reader_within_about_a_minute():
     source = build(read_config_file(SHIPPED)).source
     grace = Liveness.for_options(source.stall_timeout, source.reopen_backoff_max, now=0).grace
     assert grace + float(_unit_settings()["WatchdogSec"]) <= 75
+
+
+# -- night: dark and blank pictures -------------------------------------------------
+
+
+def test_dark_night_does_not_restart_the_service_by_default(service_factory, colour_bundle, tmp_path):
+    """Under the service with a watchdog: a dark-but-noisy dusk, then hours of exact black (here 5 s,
+    8x the give-up period): frames are skipped, the pings go on, nothing is reopened or given up."""
+    from .mjpeg_camera import MJPEGCamera, noisy
+
+    def night(i: int):
+        return noisy(14, seed=i) if i < 15 else noisy(1, seed=0)  # noisy(1): all zeros
+
+    with MJPEGCamera(night, fps=30) as camera:
+        config = _config(tmp_path / "device.toml", model={"bundle": str(colour_bundle)}, source={
+            "source": camera.url, "stall_timeout": 0.3, "reopen_backoff_max": 0.5, "give_up_after": 0.6,
+            "frozen_after": 0.5}, output={"emit": "all"}, service={"state_file": "state.json", "state_interval": 0.2})
+        svc = service_factory(["--config", config], watchdog_usec=1_000_000)
+        svc.wait_message("READY=1")
+        svc.wait_for(lambda: any("only blank frames" in line for line in svc.lines("STATUS=")), timeout=20,
+                     what="STATUS naming the blank frames")
+        time.sleep(5.0)
+        with svc._lock:
+            pings = [t for t, line in svc.messages if line == "WATCHDOG=1"]
+        assert svc.proc.poll() is None, svc.err.read_text()
+        assert time.time() - pings[-1] < 1.5  # still being pinged
+        err = svc.err.read_text()
+        assert "reopen" not in err and "giving up" not in err and "stopping watchdog" not in err
+        assert 1 <= len(svc.results()) <= 15
+        assert _state(tmp_path / "state.json").get("last_error") is None
+        svc.proc.send_signal(signal.SIGTERM)
+        assert svc.proc.wait(10) == 0
