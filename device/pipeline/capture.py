@@ -21,7 +21,8 @@ a daemon thread and hands frames to the inference loop through :meth:`get`:
   sends only blank frames that long, or that fails, is reported and
   replaced by a fresh one from ``make_source`` after an exponential backoff;
   frames are never invented and frames from before a reopen are never handed
-  out after it; after ``give_up_after`` seconds without a good frame
+  out after it; a file or folder reopened mid-way resumes after the last frame
+  read, so no frame is classified twice; after ``give_up_after`` seconds without a good frame
   :meth:`get` raises :class:`SourceError`, so a service exits non-zero and
   systemd restarts it.
 
@@ -193,6 +194,7 @@ class FrameGrabber:
         self._abandoned: list[_Generation] = []
         self._gen_count = 0
         self._next_base = 0
+        self._resume_at: object | None = None  # where a fresh file/folder source continues (never frame 0 again)
         self._last_returned = -1
         self._description = "frame source (not opened yet)"
         self._live: bool | None = None
@@ -468,6 +470,10 @@ class FrameGrabber:
                     self._description = source.description
             source.open()
             with self._lock:
+                resume_at = self._resume_at
+            if resume_at is not None:  # a file or folder replaced mid-way: what was read stays read
+                source.resume(resume_at)
+            with self._lock:
                 if gen.abandoned:
                     return
                 gen.opened = True
@@ -484,7 +490,7 @@ class FrameGrabber:
                 if frame is None:  # a clean end (cameras raise instead): a file played in real time
                     self._finish(gen, "ended")
                     return
-                if not self._take(gen, frame):
+                if not self._take(gen, frame, source.position()):
                     return
         except SourceError as exc:
             gen.missing = isinstance(exc, SourceMissing)
@@ -499,8 +505,11 @@ class FrameGrabber:
                 except Exception as exc:  # the next source must still open
                     log.debug("%s: close failed: %s", source.description, exc)
 
-    def _take(self, gen: _Generation, frame: Frame) -> bool:
-        """Count, filter, preprocess and queue one frame; False when the reader must stop."""
+    def _take(self, gen: _Generation, frame: Frame, position: object | None = None) -> bool:
+        """Count, filter, preprocess and queue one frame; False when the reader must stop.
+
+        ``position``: the source's :meth:`~FrameSource.position` after this frame.
+        """
         frame = frame._replace(index=gen.base + frame.index)
         # Outside the lock: the checks read pixels. Uniform frames are exempt from
         # the frozen check: a pitch-dark scene is uniform, and so byte-identical.
@@ -515,6 +524,7 @@ class FrameGrabber:
             now = time.monotonic()
             self._read += 1
             self._next_base = max(self._next_base, frame.index + 1)
+            self._resume_at = position
             gen.repeating = repeat
             if repeat:  # the same picture again: never classified twice, frozen after frozen_after
                 self._repeats += 1

@@ -14,6 +14,7 @@ grabber asks its factory for a fresh one on every reopen, so a source whose
 
 from __future__ import annotations
 
+import bisect
 import logging
 import os
 import re
@@ -86,6 +87,22 @@ class FrameSource(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release the device or file; safe to call twice or before open()."""
+
+    def position(self) -> object | None:
+        """Where reading got to, for :meth:`resume` on a fresh source of the same file or folder.
+
+        ``None`` when there is nothing to resume: a camera or a stream (what it
+        sends next is new anyway), a named pipe (its writer starts afresh).
+        """
+        return None
+
+    def resume(self, position: object) -> None:
+        """Just after :meth:`open`: skip what an earlier source of the same file already delivered.
+
+        The capture thread replaces a failed or stalled source with a fresh one;
+        without this, a video or folder would start again from its first frame
+        and frames already classified would be classified again.
+        """
 
     def _frame(self, rgb: np.ndarray) -> Frame:
         frame = Frame(rgb, time.time(), self._next_index, time.monotonic())
@@ -248,6 +265,7 @@ class VideoFile(FrameSource):
         self._pacer: _Pacer | None = None
         self._frames_in_pass = 0
         self._frame_count = 0
+        self._regular = False  # a regular file can be resumed; a named pipe cannot
 
     def _open_capture(self) -> None:
         cv2 = _cv2()
@@ -265,6 +283,7 @@ class VideoFile(FrameSource):
             raise SourceError(f"{self.name}: no decodable frame (corrupt or unsupported codec)")
         self._cap, self._pending, self._frames_in_pass = cap, bgr, 0
         self._frame_count = max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT)))
+        self._regular = self.path.is_file()
 
     def open(self) -> None:
         cv2 = _cv2()
@@ -312,6 +331,23 @@ class VideoFile(FrameSource):
             self._pacer.wait()
         return self._frame(bgr_to_rgb(bgr))
 
+    def position(self) -> int | None:
+        """Frames read in the current pass (a loop starts a new pass)."""
+        return self._frames_in_pass if self._regular else None
+
+    def resume(self, position: object) -> None:
+        skip = int(position or 0)
+        if self._cap is None or skip <= 0:
+            return
+        self._pending = None  # open() decoded frame 1 of the pass: it is among those skipped
+        done = 1
+        # grab() demuxes without converting pixels; seeking (CAP_PROP_POS_FRAMES)
+        # lands on the wrong frame in some codecs. A file now shorter than
+        # ``skip`` just ends (or starts its next pass) on the next read.
+        while done < skip and self._cap.grab():
+            done += 1
+        self._frames_in_pass = done
+
     def close(self) -> None:
         cap, self._cap, self._pending = self._cap, None, None
         if cap is not None:
@@ -334,6 +370,7 @@ class ImageFolder(FrameSource):
         self._pos = 0
         self._pacer: _Pacer | None = None
         self._opened = False
+        self._last_path: Path | None = None
 
     def open(self) -> None:
         if not self.path.is_dir():
@@ -379,7 +416,17 @@ class ImageFolder(FrameSource):
                 continue
             if self._pacer is not None:
                 self._pacer.wait()
+            self._last_path = path
             return self._frame(rgb)
+
+    def position(self) -> Path | None:
+        """The last image read: a fresh listing resumes after it (even if files were added or removed)."""
+        return self._last_path
+
+    def resume(self, position: object) -> None:
+        if isinstance(position, Path) and self._opened:
+            self._pos = bisect.bisect_right(self._images, position)
+            self._last_path = position
 
     def close(self) -> None:
         self._opened = False

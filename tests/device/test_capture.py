@@ -21,7 +21,7 @@ import pytest
 
 from edgeclass.device.pipeline.capture import QUEUE_DEPTH, FrameGrabber, is_blank, same_picture
 from edgeclass.device.errors import SourceError
-from edgeclass.device.pipeline.sources import FrameSource, VideoFile, open_source
+from edgeclass.device.pipeline.sources import FrameSource, ImageFolder, VideoFile, open_source
 
 from .conftest import write_video as write_bgr_video
 from .mjpeg_camera import MJPEGCamera, noisy
@@ -467,7 +467,7 @@ def test_no_thread_or_fd_growth_over_many_reopens(clip):
     threads, fds = threading.active_count(), fd_count()
 
     # Read failures: 25 reopen cycles of a real video capture.
-    factory = Factory(lambda: FailsAfterThree(clip, realtime=True, fps=500))
+    factory = Factory(lambda: FailsAfterThree(clip, loop=True, realtime=True, fps=500))  # loop: each reopen resumes
     with FrameGrabber(factory, reopen_backoff=(0.001, 0.002)) as grabber:
         wait_for(lambda: grabber.stats.reopens >= 25, timeout=30, what="25 reopens")
         assert grabber.get(timeout=5) is not None
@@ -629,3 +629,92 @@ def test_same_picture_is_exact():
     b[479, 639, 2] ^= 1  # one bit off the sampled grid
     assert not same_picture(a, b)
     assert not same_picture(a, a[:, :, ::-1].copy()) and not same_picture(a, a[:240])
+
+
+# -- reopening a file or folder -----------------------------------------------------
+
+
+def _pictures(path: Path) -> list[np.ndarray]:
+    with open_source(path) as source:
+        return [f.rgb for f in iter(source.read, None)]
+
+
+def test_video_reopened_after_a_read_error_never_delivers_a_frame_twice(clip):
+    """The file's share drops at frame 12 (once); the fresh source must continue at 13, not at 1."""
+    class DropsOnce(VideoFile):
+        dropped = False
+
+        def read(self):
+            if self._next_index == 12 and not DropsOnce.dropped:
+                DropsOnce.dropped = True
+                raise SourceError(f"{self.name}: Input/output error (network share lost)")
+            return super().read()
+
+    factory = Factory(lambda: DropsOnce(clip))
+    with FrameGrabber(factory, **FAST) as grabber:
+        items = drain(grabber)
+        stats = grabber.stats
+    expected = _pictures(clip)
+    assert stats.reopens == 1 and len(factory.made) == 2
+    assert len(items) == len(expected) == 30
+    assert all(np.array_equal(c.frame.rgb, picture) for c, picture in zip(items, expected))
+    assert [c.frame.index for c in items] == list(range(30))
+
+
+def test_video_reopened_after_a_stall_never_delivers_a_frame_twice(clip):
+    """A read that hangs (an NFS stall) at frame 10 of the first source: abandoned, and the next resumes."""
+    release = threading.Event()
+
+    class HangsOnce(VideoFile):
+        def read(self):
+            if self._next_index == 10 and self is factory.made[0]:
+                release.wait()
+            return super().read()
+
+    factory = Factory(lambda: HangsOnce(clip))
+    try:
+        with FrameGrabber(factory, stall_timeout=0.3, **FAST) as grabber:
+            items = drain(grabber)
+            stats = grabber.stats
+    finally:
+        release.set()
+    expected = _pictures(clip)
+    assert stats.reopens == 1 and "no frame for" in stats.last_error
+    assert len(items) == 30 and all(np.array_equal(c.frame.rgb, p) for c, p in zip(items, expected))
+
+
+def test_looping_video_reopened_mid_pass_continues_the_pass(clip):
+    class DropsOnce(VideoFile):
+        dropped = False
+
+        def read(self):
+            if self._next_index == 40 and not DropsOnce.dropped:  # in the second pass, at its frame 10
+                DropsOnce.dropped = True
+                raise SourceError(f"{self.name}: lost")
+            return super().read()
+
+    with FrameGrabber(lambda: DropsOnce(clip, loop=True), **FAST) as grabber:
+        items = [grabber.get(timeout=5) for _ in range(60)]
+    expected = _pictures(clip)
+    assert all(np.array_equal(c.frame.rgb, expected[i % 30]) for i, c in enumerate(items))
+
+
+def test_folder_reopened_after_a_failure_never_delivers_an_image_twice(tmp_path):
+    for i in range(8):
+        cv2.imwrite(str(tmp_path / f"img{i:02d}.png"), textured(i))
+
+    class DropsOnce(ImageFolder):
+        dropped = False
+
+        def read(self):
+            if self._next_index == 3 and not DropsOnce.dropped:
+                DropsOnce.dropped = True
+                raise SourceError(f"{self.name}: the USB stick went away")
+            return super().read()
+
+    with FrameGrabber(lambda: DropsOnce(tmp_path), **FAST) as grabber:
+        items = drain(grabber)
+        assert grabber.stats.reopens == 1
+    expected = [cv2.cvtColor(textured(i), cv2.COLOR_BGR2RGB) for i in range(8)]
+    assert len(items) == 8 and all(np.array_equal(c.frame.rgb, e) for c, e in zip(items, expected))
+
