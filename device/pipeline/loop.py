@@ -29,6 +29,7 @@ from .capture import FrameGrabber, GrabberStats
 from .classifier import Classifier
 from .config import DecisionConfig, SourceConfig
 from .decide import Decision, make_decider
+from .edgetpu_retry import RETRY_INTERVAL, EdgeTPURetry
 from .monitor import Monitor
 from .preprocess import Preprocessor
 from .sources import Frame, open_source, redact
@@ -109,7 +110,7 @@ class Runner:
 
     def __init__(self, bundle: Bundle, classifier: Classifier, source: SourceConfig,
                  decision: DecisionConfig = DecisionConfig(), outputs: Sequence[Output] = (),
-                 limits: RunLimits = RunLimits()) -> None:
+                 limits: RunLimits = RunLimits(), edgetpu_retry: float = RETRY_INTERVAL) -> None:
         self.bundle = bundle
         self.classifier = classifier
         self.source = source
@@ -123,6 +124,8 @@ class Runner:
         self.monitor = Monitor(bundle.labels, uncertain_below=decision.threshold)
         self.stop_event = threading.Event()
         self.grabber: FrameGrabber | None = None
+        self.edgetpu_retry_interval = edgetpu_retry
+        self.edgetpu_retry = EdgeTPURetry.for_classifier(bundle, classifier, edgetpu_retry)
 
     # -- called between frames (by outputs, signal handlers, the service) ---------
 
@@ -136,6 +139,7 @@ class Runner:
         self.preprocess = Preprocessor(bundle.input)
         self.decider = make_decider(bundle.labels, self.decision)
         self.monitor.set_labels(bundle.labels)
+        self.edgetpu_retry = EdgeTPURetry.for_classifier(bundle, classifier, self.edgetpu_retry_interval)
         if self.grabber is not None:
             self.grabber.set_preprocess(self.preprocess)
 
@@ -181,6 +185,8 @@ class Runner:
                     break
                 if deadline is not None and time.monotonic() >= deadline:
                     break
+                if self.edgetpu_retry is not None:
+                    self._try_edgetpu()
                 try:
                     captured = grabber.get(timeout=self.poll_interval)
                 except TimeoutError:
@@ -200,6 +206,14 @@ class Runner:
             summary = self.stats.summary(grabber.stats)
         self.grabber = None
         return summary
+
+    def _try_edgetpu(self) -> None:
+        """Swap in the Edge TPU model between frames once it loads (``auto`` mode after a fallback)."""
+        tpu = self.edgetpu_retry.poll(time.monotonic())
+        if tpu is not None:
+            # Same bundle, same input tensor: only the interpreter changes.
+            old, self.classifier, self.edgetpu_retry = self.classifier, tpu, None
+            log.info("Edge TPU available now: switched from %s to %s", old.describe(), tpu.describe())
 
     def _classify(self, frame: Frame, tensor: np.ndarray) -> Decision:
         t0 = time.perf_counter()
