@@ -48,7 +48,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from ..errors import SourceError, SourceMissing
-from .sources import Frame, FrameSource
+from .sources import Frame, FrameSource, redact
 
 log = logging.getLogger(__name__)
 
@@ -503,7 +503,7 @@ class FrameGrabber:
                 try:
                     source.close()
                 except Exception as exc:  # the next source must still open
-                    log.debug("%s: close failed: %s", source.description, exc)
+                    log.debug("%s: close failed: %s", source.description, redact(str(exc)))
 
     def _take(self, gen: _Generation, frame: Frame, position: object | None = None) -> bool:
         """Count, filter, preprocess and queue one frame; False when the reader must stop.
@@ -582,6 +582,8 @@ class FrameGrabber:
             self._last_good = now
 
     def _finish(self, gen: _Generation, outcome: str, error: str | None = None) -> None:
+        # Driver and FFmpeg errors can quote the URL they were given, password and all.
+        error = None if error is None else redact(error)
         with self._lock:
             gen.busy_since = None
             if gen.abandoned:

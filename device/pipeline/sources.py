@@ -41,8 +41,9 @@ DEFAULT_CAMERA_SIZE = (640, 480)
 STREAM_OPEN_TIMEOUT_MS = 10_000
 STREAM_READ_TIMEOUT_MS = 5_000
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
-# scheme://user:password@host -> scheme://***@host (anywhere in a text).
-_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/@\s]*)@")
+# scheme://user:password@host -> scheme://***@host (anywhere in a text). Up to the
+# *last* "@" before the path: people write passwords with an unescaped "@".
+_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/\s]*)@")
 
 
 def redact(text: str) -> str:

@@ -170,3 +170,117 @@ def test_dark_night_does_not_restart_the_service_by_default(service_factory, col
         assert _state(tmp_path / "state.json").get("last_error") is None
         svc.proc.send_signal(signal.SIGTERM)
         assert svc.proc.wait(10) == 0
+
+
+# -- camera credentials ---------------------------------------------------------------
+
+SECRET = "s3cret-PW"
+
+
+class RefusingRTSPCamera:
+    """An RTSP server on 127.0.0.1 that answers every request '401 Unauthorized' and records the Authorization it got."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.authorizations: list[str] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._talk, args=(conn,), daemon=True).start()
+
+    def _talk(self, conn) -> None:
+        data = b""
+        with conn:
+            while True:
+                try:
+                    chunk = conn.recv(4096)
+                except OSError:
+                    return
+                if not chunk:
+                    return
+                data += chunk
+                while b"\r\n\r\n" in data:
+                    head, data = data.split(b"\r\n\r\n", 1)
+                    headers = dict(line.split(": ", 1) for line in head.decode().split("\r\n")[1:] if ": " in line)
+                    if "Authorization" in headers:
+                        self.authorizations.append(headers["Authorization"])
+                    conn.sendall(f"RTSP/1.0 401 Unauthorized\r\nCSeq: {headers.get('CSeq', '1')}\r\n"
+                                 'WWW-Authenticate: Basic realm="camera"\r\n\r\n'.encode())
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _no_secret_anywhere(texts: dict[str, str]) -> None:
+    for where, text in texts.items():
+        assert SECRET not in text, f"the camera password is in {where}"
+        assert "viewer:" not in text and "admin:" not in text, f"the camera user name is in {where}"
+
+
+def test_camera_url_credentials_never_appear_in_logs_status_state_or_sidecars(service_factory, colour_bundle, tmp_path):
+    """A camera that really demands HTTP basic auth, under the service: frames flow, and the password
+    is nowhere in stdout, the log (with -v), STATUS=, state.json, the summary or the uncertain frames."""
+    import base64
+
+    from .mjpeg_camera import MJPEGCamera, noisy
+
+    with MJPEGCamera(lambda i: noisy(255, seed=i), fps=30, auth=("viewer", SECRET)) as camera:
+        uncertain = tmp_path / "uncertain"
+        config = _config(tmp_path / "device.toml", model={"bundle": str(colour_bundle)},
+                         source={"source": camera.url}, output={"emit": "all", "stats_interval": 0.5},
+                         service={"state_file": "state.json", "state_interval": 0.2},
+                         uncertain={"dir": str(uncertain), "threshold": 0.99, "max_per_minute": 600})
+        summary = tmp_path / "summary.json"
+        svc = service_factory(["--config", config, "--summary-json", summary], options=("-v",))
+        svc.wait_message("READY=1")
+        svc.wait_for(lambda: len(list(uncertain.glob("*.json"))) >= 3, what="uncertain frames saved")
+        svc.wait_for(lambda: _state(tmp_path / "state.json").get("frames"), what="the state file")
+        svc.wait_for(lambda: any(" fps, " in line for line in svc.lines("STATUS=")), what="a STATUS with fps")
+        svc.proc.send_signal(signal.SIGHUP)  # a reload logs what is running now
+        svc.wait_for(lambda: "reloaded" in svc.err.read_text(), what="the reload")
+        svc.proc.send_signal(signal.SIGTERM)
+        assert svc.proc.wait(10) == 0, svc.err.read_text()
+    assert camera.connections >= 1 and svc.results()  # the credentials were needed, and they worked
+    sidecars = {str(p): p.read_text() for p in uncertain.glob("*.json")}
+    assert all("stream http://***@127.0.0.1" in json.loads(t)["source"] for t in sidecars.values())
+    _no_secret_anywhere({"stdout": svc.out.read_text(), "stderr": svc.err.read_text(),
+                         "notify messages": "\n".join(svc.lines()), "state.json": (tmp_path / "state.json").read_text(),
+                         "summary": summary.read_text(), **sidecars})
+    assert base64.b64encode(f"viewer:{SECRET}".encode()).decode() not in svc.err.read_text()
+
+
+def test_camera_url_credentials_never_appear_when_the_camera_refuses_them(colour_bundle, tmp_path):
+    """An RTSP camera that refuses the password: retried, given up; every error names it as rtsp://***@."""
+    camera = RefusingRTSPCamera()
+    try:
+        url = f"rtsp://admin:{SECRET}@127.0.0.1:{camera.port}/live"
+        result = run_edgeclass("-v", "run", "-b", colour_bundle, "-s", url, "--wait-for-source",
+                               "--give-up-after", "2", "--summary-json", tmp_path / "s.json")
+    finally:
+        camera.close()
+    assert result.returncode == 2
+    assert camera.authorizations  # FFmpeg really sent the credentials
+    last = result.stderr.strip().splitlines()[-1]
+    assert "giving up" in last and f"stream rtsp://***@127.0.0.1:{camera.port}/live" in last
+    _no_secret_anywhere({"stdout": result.stdout, "stderr": result.stderr})
+
+
+def test_camera_url_credentials_never_appear_in_config_errors(colour_bundle, tmp_path):
+    config = tmp_path / "device.toml"
+    url = f"rtsp://admin:{SECRET}@192.0.2.7/live"
+    config.write_text(f'[model]\nbundle = "{colour_bundle}"\n[source]\nsource = "{url}"\nstall_timeout = "{url}"\n')
+    result = run_edgeclass("run", "--config", config)
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert "device.toml:5: [source] stall_timeout = \"rtsp://***@192.0.2.7/live\" must be" in last
+    _no_secret_anywhere({"stderr": result.stderr, "stdout": result.stdout})

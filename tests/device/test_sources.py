@@ -28,6 +28,7 @@ from edgeclass.device.pipeline.sources import (
     Picamera2Camera,
     VideoFile,
     open_source,
+    redact,
 )
 
 from .conftest import write_video as write_bgr_video
@@ -386,3 +387,14 @@ def test_picamera2_default_size_and_open_failure(fake_picamera2):
     fake_picamera2.fail_with = RuntimeError("Camera __init__ sequence did not complete.")
     with pytest.raises(SourceError, match="picamera2 camera 0: cannot open"):
         open_source("picamera2").open()
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("rtsp://admin:hunter2@cam.local:554/stream1", "rtsp://***@cam.local:554/stream1"),
+    ("rtsp://admin:p@ss@10.0.0.7/live", "rtsp://***@10.0.0.7/live"),  # an unescaped @ in the password
+    ("stream http://u:p@h/x: cannot open; retrying rtsp://a:b@c/d", "stream http://***@h/x: cannot open; retrying rtsp://***@c/d"),
+    ("rtsp://cam.local/stream?user=x@y", "rtsp://cam.local/stream?user=x@y"),  # no user info: unchanged
+    ("/dev/v4l/by-id/usb-046d_C270-video-index0", "/dev/v4l/by-id/usb-046d_C270-video-index0"),
+])
+def test_redact_hides_url_user_and_password(text, expected):
+    assert redact(text) == expected
