@@ -4,6 +4,17 @@ The CLI prints ``str(error)`` and exits non-zero without a traceback; anything
 that is not an :class:`EdgeclassError` is a bug and keeps its traceback.
 """
 
+import re
+
+# C0/C1 control characters: text read from a bundle (labels, its name) or any
+# other file must not move a terminal's cursor or change its colours.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters replaced by ``?``, safe to print on a terminal."""
+    return _CONTROL.sub("?", str(text))
+
 
 class EdgeclassError(Exception):
     """A problem with the user's input or environment, explained in one line."""

@@ -18,7 +18,7 @@ import sys
 
 import typer
 
-from ..errors import EdgeclassError
+from ..errors import EdgeclassError, printable
 from . import bundle, device, fleet, service  # noqa: F401  (each attaches its commands to the app)
 from .app import app, bundle_app, service_app, setup_logging
 
@@ -47,7 +47,7 @@ def main() -> None:
     try:
         app()
     except EdgeclassError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(printable(f"error: {exc}"), err=True)  # errors quote file contents (labels, config values)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)

@@ -8,6 +8,7 @@ import sys
 import typer
 
 from .. import __version__
+from ..errors import printable
 
 app = typer.Typer(
     name="edgeclass",
@@ -36,12 +37,19 @@ def _root(
     setup_logging(logging.DEBUG if verbose else logging.INFO)
 
 
+class PrintableFormatter(logging.Formatter):
+    """Log lines without terminal control codes: messages quote a bundle's name and labels."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # a traceback, appended after, keeps its newlines
+        return printable(super().formatMessage(record))
+
+
 def setup_logging(level: int = logging.INFO) -> None:
     """Plain one-line logs on stderr (journald adds its own timestamps under systemd)."""
     root = logging.getLogger()
     if not any(getattr(h, "_edgeclass", False) for h in root.handlers):
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(PrintableFormatter("%(levelname)s %(name)s: %(message)s"))
         handler._edgeclass = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     root.setLevel(level)

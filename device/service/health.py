@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import printable
+
 
 @dataclass(frozen=True)
 class Health:
@@ -81,7 +83,7 @@ def describe_health(health: Health) -> str:
         lines.append(f"  last error: {s.get('last_error') or 'none'}")
         known = {"pid", "started_at", "updated_at", "fps", "frames", "label", "last_error", "bundle_name", "bundle_path"}
         lines += [f"  {k}: {v}" for k, v in s.items() if k not in known]
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)  # the label and bundle name are a bundle's text
 
 
 def _duration(seconds: float) -> str:
