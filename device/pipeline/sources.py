@@ -433,22 +433,44 @@ class ImageFolder(FrameSource):
         self._opened = False
 
 
+# picamera2's format names are libcamera's DRM fourccs, which name the bits of a
+# little-endian word, so the bytes in memory run the other way round. From the
+# picamera2 manual: RGB888 is [B, G, R] per pixel, BGR888 [R, G, B], XRGB8888
+# [B, G, R, 255], XBGR8888 [R, G, B, 255]. Value: (bytes per pixel, cvtColor code to RGB).
+PICAMERA2_FORMATS: dict[str, tuple[int, str | None]] = {
+    "RGB888": (3, "COLOR_BGR2RGB"),
+    "BGR888": (3, None),
+    "XRGB8888": (4, "COLOR_BGRA2RGB"),
+    "XBGR8888": (4, "COLOR_RGBA2RGB"),
+}
+
+
 class Picamera2Camera(FrameSource):
-    """A Raspberry Pi camera through picamera2/libcamera (imported only when opened)."""
+    """A Raspberry Pi camera through picamera2/libcamera (imported only when opened).
+
+    ``pixel_format``: the main stream's format to ask for, ``RGB888`` (3 bytes a
+    pixel) or ``XRGB8888`` (4; what many camera configurations and the Pi 5's
+    ISP prefer), or their ``BGR888``/``XBGR8888`` twins. libcamera may adjust
+    the request; frames are converted from the format actually configured.
+    """
 
     live = True
     from_sensor = True
 
     def __init__(self, camera_num: int = 0, *, width: int | None = None, height: int | None = None,
-                 fps: float | None = None) -> None:  # fmt: skip
+                 fps: float | None = None, pixel_format: str = "RGB888") -> None:  # fmt: skip
         super().__init__()
+        if pixel_format not in PICAMERA2_FORMATS:
+            raise SourceError(f"picamera2 format {pixel_format!r}: expected one of {', '.join(PICAMERA2_FORMATS)}")
         self.camera_num = camera_num
         w, h = width or DEFAULT_CAMERA_SIZE[0], height or DEFAULT_CAMERA_SIZE[1]
         self.size = (w - w % 2, h - h % 2)  # libcamera refuses odd sizes
         self.fps = fps
+        self.pixel_format = pixel_format
         self.name = f"picamera2 camera {camera_num}"
         self.description = self.name
         self._cam = None
+        self._layout: tuple[int, str | None] = PICAMERA2_FORMATS[pixel_format]
 
     def open(self) -> None:
         self.close()
@@ -470,23 +492,27 @@ class Picamera2Camera(FrameSource):
             if self.fps:
                 frame_us = int(round(1_000_000 / self.fps))
                 controls["FrameDurationLimits"] = (frame_us, frame_us)
-            # picamera2's "RGB888" is libcamera's DRM-style name: bytes in memory are
-            # B, G, R (what OpenCV calls BGR); read() swaps them to RGB.
             config = cam.create_video_configuration(
-                main={"size": self.size, "format": "RGB888"}, controls=controls, display=None, encode=None
+                main={"size": self.size, "format": self.pixel_format}, controls=controls, display=None, encode=None
             )
             cam.configure(config)
+            # libcamera may have adjusted the request: read() follows what was configured.
+            main = getattr(cam, "camera_config", None) or {}
+            main = main.get("main", {}) if isinstance(main, dict) else {}
+            negotiated = main.get("format", self.pixel_format)
+            if negotiated not in PICAMERA2_FORMATS:
+                raise ValueError(f"the camera delivers {negotiated}, expected one of {', '.join(PICAMERA2_FORMATS)}")
             cam.start()
         except Exception as exc:
             cam.close()
             raise SourceError(f"{self.name}: cannot start at {self.size[0]}x{self.size[1]} ({exc})") from None
-        self._cam = cam
+        self._cam, self._layout = cam, PICAMERA2_FORMATS[negotiated]
         try:
-            w, h = cam.camera_config["main"]["size"]
-        except (AttributeError, KeyError, TypeError, ValueError):
+            w, h = main["size"]
+        except (KeyError, TypeError, ValueError):
             w, h = self.size
         fps = f" @ {self.fps:g} fps" if self.fps else ""
-        self.description = f"{self.name} ({w}x{h}{fps})"
+        self.description = f"{self.name} ({w}x{h} {negotiated}{fps})"
 
     def read(self) -> Frame | None:
         if self._cam is None:
@@ -495,10 +521,15 @@ class Picamera2Camera(FrameSource):
             array = self._cam.capture_array("main")
         except Exception as exc:
             raise SourceError(f"{self.name}: capture failed ({exc})") from None
-        if array is None or array.ndim != 3 or array.shape[2] not in (3, 4):
+        channels, code = self._layout
+        if array is None or array.ndim != 3 or array.shape[2] != channels:
             shape = None if array is None else array.shape
-            raise SourceError(f"{self.name}: capture returned shape {shape}, expected HxWx3")
-        return self._frame(bgr_to_rgb(array[:, :, :3]))
+            raise SourceError(f"{self.name}: capture returned shape {shape}, expected HxWx{channels}")
+        # picamera2 hands out a view of the camera buffer whose rows may be padded
+        # (stride): cvtColor reads it as it is and writes a fresh, packed RGB array.
+        if code is None:
+            return self._frame(np.array(array, order="C"))  # a copy: the frame outlives the buffer
+        return self._frame(_cv2().cvtColor(array, getattr(_cv2(), code)))
 
     def close(self) -> None:
         cam, self._cam = self._cam, None

@@ -319,10 +319,21 @@ def test_picamera2_absent_gives_install_instructions(monkeypatch):
 
 
 class FakePicamera2:
-    """Stands in for picamera2.Picamera2: records calls, returns RGB888 (= B,G,R bytes) arrays."""
+    """Stands in for picamera2.Picamera2 (no Pi camera or libcamera can exist here).
 
+    It records the calls and hands out what libcamera would: the scene (left
+    half red, right half blue) packed in the configured format's documented
+    memory order (picamera2 manual: RGB888 [B, G, R], BGR888 [R, G, B],
+    XRGB8888 [B, G, R, 255], XBGR8888 [R, G, B, 255]), as a view of a buffer
+    whose rows are padded to a 64-byte stride, as picamera2's make_array returns it.
+    ``adjust_to`` plays libcamera adjusting the requested format.
+    """
+
+    ORDER = {"RGB888": (2, 1, 0), "BGR888": (0, 1, 2), "XRGB8888": (2, 1, 0, None), "XBGR8888": (0, 1, 2, None),
+             "YUV420": None}
     instances: list["FakePicamera2"] = []
     fail_with: Exception | None = None
+    adjust_to: str | None = None
 
     def __init__(self, camera_num=0):
         if FakePicamera2.fail_with is not None:
@@ -336,6 +347,8 @@ class FakePicamera2:
         return {"main": dict(main), "controls": dict(controls or {}), **kwargs}
 
     def configure(self, config):
+        if FakePicamera2.adjust_to is not None:
+            config = {**config, "main": {**config["main"], "format": FakePicamera2.adjust_to}}
         self.config = config
         self.camera_config = config
         self.calls.append("configure")
@@ -343,11 +356,23 @@ class FakePicamera2:
     def start(self):
         self.calls.append("start")
 
-    def capture_array(self, name="main"):
+    def scene(self) -> np.ndarray:
         w, h = self.config["main"]["size"]
-        array = np.empty((h, w, 3), np.uint8)
-        array[:] = (10, 20, 200)  # memory order B, G, R: a red scene
-        return array
+        rgb = np.empty((h, w, 3), np.uint8)
+        rgb[:, : w // 2] = (220, 30, 10)  # red
+        rgb[:, w // 2 :] = (10, 30, 220)  # blue
+        return rgb
+
+    def capture_array(self, name="main"):
+        rgb = self.scene()
+        h, w, _ = rgb.shape
+        order = self.ORDER[self.config["main"]["format"]]
+        packed = np.stack([rgb[:, :, c] if c is not None else np.full((h, w), 255, np.uint8) for c in order], axis=2)
+        row = w * len(order)
+        stride = -(-row // 64) * 64
+        buffer = np.zeros((h, stride), np.uint8)
+        buffer[:, :row] = packed.reshape(h, row)
+        return buffer[:, :row].reshape(h, w, len(order))
 
     def stop(self):
         self.calls.append("stop")
@@ -360,24 +385,53 @@ class FakePicamera2:
 def fake_picamera2(monkeypatch):
     module = types.ModuleType("picamera2")
     module.Picamera2 = FakePicamera2
-    FakePicamera2.instances, FakePicamera2.fail_with = [], None
+    FakePicamera2.instances, FakePicamera2.fail_with, FakePicamera2.adjust_to = [], None, None
     monkeypatch.setitem(sys.modules, "picamera2", module)
     return FakePicamera2
 
 
-def test_picamera2_configures_rgb888_and_converts_to_rgb(fake_picamera2):
-    source = open_source("picamera2:1", width=320, height=240, fps=20)
+def test_fake_picamera2_packs_pixels_in_libcamera_memory_order(fake_picamera2):
+    cam = FakePicamera2()
+    for fmt, red_pixel in [("RGB888", [10, 30, 220]), ("BGR888", [220, 30, 10]),
+                           ("XRGB8888", [10, 30, 220, 255]), ("XBGR8888", [220, 30, 10, 255])]:
+        cam.configure({"main": {"size": (330, 8), "format": fmt}})
+        array = cam.capture_array()
+        assert list(array[0, 0]) == red_pixel, fmt  # the bytes of the first (red) pixel, in memory order
+        assert not array.flags.c_contiguous  # 330 px rows padded to a 64-byte stride
+
+
+@pytest.mark.parametrize("fmt", ["RGB888", "XRGB8888", "BGR888", "XBGR8888"])
+def test_picamera2_frames_are_rgb_whatever_the_memory_order(fake_picamera2, fmt):
+    source = Picamera2Camera(1, width=330, height=240, fps=20, pixel_format=fmt)
     with source:
         cam = fake_picamera2.instances[-1]
         assert cam.camera_num == 1
-        assert cam.config["main"] == {"size": (320, 240), "format": "RGB888"}
+        assert cam.config["main"] == {"size": (330, 240), "format": fmt}
         assert cam.config["controls"]["FrameDurationLimits"] == (50_000, 50_000)
         assert cam.calls == ["configure", "start"]
         frame = source.read()
-        assert "picamera2 camera 1 (320x240" in source.description
-    assert frame.rgb.shape == (240, 320, 3) and frame.rgb.flags.c_contiguous
-    assert tuple(frame.rgb[0, 0]) == (200, 20, 10)  # red first
+        assert f"picamera2 camera 1 (330x240 {fmt}" in source.description
+    assert_rgb_frame(frame, h=240, w=330)
+    assert tuple(frame.rgb[0, 0]) == (220, 30, 10) and tuple(frame.rgb[0, -1]) == (10, 30, 220)
     assert cam.calls[-2:] == ["stop", "close"]
+
+
+def test_picamera2_follows_the_format_libcamera_configured(fake_picamera2):
+    """Asked for RGB888, the camera stack adjusts to XRGB8888: the frames must still be RGB."""
+    fake_picamera2.adjust_to = "XRGB8888"
+    with open_source("picamera2", width=64, height=48) as source:
+        frame = source.read()
+        assert "XRGB8888" in source.description
+    assert_rgb_frame(frame)
+
+
+def test_picamera2_unsupported_format_is_a_clear_error(fake_picamera2):
+    fake_picamera2.adjust_to = "YUV420"
+    with pytest.raises(SourceError, match=r"picamera2 camera 0: cannot start at 640x480 \(the camera delivers YUV420"):
+        open_source("picamera2").open()
+    assert fake_picamera2.instances[-1].calls == ["configure", "close"]
+    with pytest.raises(SourceError, match="picamera2 format 'NV12'"):
+        Picamera2Camera(pixel_format="NV12")
 
 
 def test_picamera2_default_size_and_open_failure(fake_picamera2):
