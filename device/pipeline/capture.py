@@ -22,9 +22,9 @@ a daemon thread and hands frames to the inference loop through :meth:`get`:
   replaced by a fresh one from ``make_source`` after an exponential backoff;
   frames are never invented and frames from before a reopen are never handed
   out after it; a file or folder reopened mid-way resumes after the last frame
-  read, so no frame is classified twice; after ``give_up_after`` seconds without a good frame
-  :meth:`get` raises :class:`SourceError`, so a service exits non-zero and
-  systemd restarts it.
+  read, so no frame is classified twice; after ``give_up_after`` seconds
+  without a good frame :meth:`get` raises :class:`SourceError`, so a service
+  exits non-zero and systemd restarts it.
 
 Threads: one supervisor (stall clock, backoff, give-up) and one reader per
 opened source (a "generation"). A read blocked inside a driver or FFmpeg
