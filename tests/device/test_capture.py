@@ -639,18 +639,24 @@ def _pictures(path: Path) -> list[np.ndarray]:
         return [f.rgb for f in iter(source.read, None)]
 
 
-def test_video_reopened_after_a_read_error_never_delivers_a_frame_twice(clip):
-    """The file's share drops at frame 12 (once); the fresh source must continue at 13, not at 1."""
-    class DropsOnce(VideoFile):
-        dropped = False
+def fails_once(cls: type, at: int, message: str) -> type:
+    """``cls`` (a real source) whose first instance to reach its frame ``at`` raises once, then works."""
+    state = {"failed": False}
 
+    class FailsOnce(cls):
         def read(self):
-            if self._next_index == 12 and not DropsOnce.dropped:
-                DropsOnce.dropped = True
-                raise SourceError(f"{self.name}: Input/output error (network share lost)")
+            if self._next_index == at and not state["failed"]:
+                state["failed"] = True
+                raise SourceError(f"{self.name}: {message}")
             return super().read()
 
-    factory = Factory(lambda: DropsOnce(clip))
+    return FailsOnce
+
+
+def test_video_reopened_after_a_read_error_never_delivers_a_frame_twice(clip):
+    """The file's share drops at frame 12 (once); the fresh source must continue at 13, not at 1."""
+    drops_once = fails_once(VideoFile, 12, "Input/output error (network share lost)")
+    factory = Factory(lambda: drops_once(clip))
     with FrameGrabber(factory, **FAST) as grabber:
         items = drain(grabber)
         stats = grabber.stats
@@ -684,16 +690,8 @@ def test_video_reopened_after_a_stall_never_delivers_a_frame_twice(clip):
 
 
 def test_looping_video_reopened_mid_pass_continues_the_pass(clip):
-    class DropsOnce(VideoFile):
-        dropped = False
-
-        def read(self):
-            if self._next_index == 40 and not DropsOnce.dropped:  # in the second pass, at its frame 10
-                DropsOnce.dropped = True
-                raise SourceError(f"{self.name}: lost")
-            return super().read()
-
-    with FrameGrabber(lambda: DropsOnce(clip, loop=True), **FAST) as grabber:
+    drops_once = fails_once(VideoFile, 40, "lost")  # in the second pass, at its frame 10
+    with FrameGrabber(lambda: drops_once(clip, loop=True), **FAST) as grabber:
         items = [grabber.get(timeout=5) for _ in range(60)]
     expected = _pictures(clip)
     assert all(np.array_equal(c.frame.rgb, expected[i % 30]) for i, c in enumerate(items))
@@ -703,16 +701,8 @@ def test_folder_reopened_after_a_failure_never_delivers_an_image_twice(tmp_path)
     for i in range(8):
         cv2.imwrite(str(tmp_path / f"img{i:02d}.png"), textured(i))
 
-    class DropsOnce(ImageFolder):
-        dropped = False
-
-        def read(self):
-            if self._next_index == 3 and not DropsOnce.dropped:
-                DropsOnce.dropped = True
-                raise SourceError(f"{self.name}: the USB stick went away")
-            return super().read()
-
-    with FrameGrabber(lambda: DropsOnce(tmp_path), **FAST) as grabber:
+    drops_once = fails_once(ImageFolder, 3, "the USB stick went away")
+    with FrameGrabber(lambda: drops_once(tmp_path), **FAST) as grabber:
         items = drain(grabber)
         assert grabber.stats.reopens == 1
     expected = [cv2.cvtColor(textured(i), cv2.COLOR_BGR2RGB) for i in range(8)]

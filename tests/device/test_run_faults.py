@@ -19,20 +19,7 @@ from pathlib import Path
 import pytest
 
 from ..conftest import run_edgeclass
-from .test_service_run import Service, _config, _stalling_fifo, _state
-
-
-@pytest.fixture()
-def service_factory(tmp_path):
-    made: list[Service] = []
-
-    def make(args, **kwargs) -> Service:
-        made.append(Service(tmp_path, args, **kwargs))
-        return made[-1]
-
-    yield make
-    for service in made:
-        service.close()
+from .test_service_run import _config, _stalling_fifo, _state, service_factory  # noqa: F401 (a fixture)
 
 
 def _edgeclass_popen(args, cwd: Path) -> subprocess.Popen:
