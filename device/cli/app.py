@@ -1,14 +1,13 @@
-"""The ``edgeclass`` typer app and its groups, and logging set-up: what every command module attaches to."""
+"""The ``edgeclass`` typer app and its groups: what every command module attaches to (logging: :mod:`.logs`)."""
 
 from __future__ import annotations
 
 import logging
-import sys
 
 import typer
 
 from .. import __version__
-from ..errors import printable
+from .logs import setup_logging
 
 app = typer.Typer(
     name="edgeclass",
@@ -35,21 +34,3 @@ def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
 ) -> None:
     setup_logging(logging.DEBUG if verbose else logging.INFO)
-
-
-class PrintableFormatter(logging.Formatter):
-    """Log lines without terminal control codes: messages quote a bundle's name and labels."""
-
-    def formatMessage(self, record: logging.LogRecord) -> str:  # a traceback, appended after, keeps its newlines
-        return printable(super().formatMessage(record))
-
-
-def setup_logging(level: int = logging.INFO) -> None:
-    """Plain one-line logs on stderr (journald adds its own timestamps under systemd)."""
-    root = logging.getLogger()
-    if not any(getattr(h, "_edgeclass", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(PrintableFormatter("%(levelname)s %(name)s: %(message)s"))
-        handler._edgeclass = True  # type: ignore[attr-defined]
-        root.addHandler(handler)
-    root.setLevel(level)

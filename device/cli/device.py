@@ -87,14 +87,20 @@ def run(
     wait_for_source: bool = typer.Option(False, "--wait-for-source", help="Keep retrying a camera that is absent at start (default: fail at once; always on with --config)."),
     state_file: Optional[Path] = typer.Option(None, "--state-file", help="Write the health state file here (default: none, or \\[service] state_file with --config)."),
     save_uncertain: Optional[Path] = typer.Option(None, "--save-uncertain", help="Save frames whose top score is below \\[uncertain] threshold (0.3) into this folder, JPEG + JSON."),
+    http: Optional[str] = typer.Option(None, "--http", help="Serve the live page, API and /metrics on HOST:PORT (e.g. 127.0.0.1:8080; off by default). Any address but loopback needs --http-token-file."),
+    http_token_file: Optional[Path] = typer.Option(None, "--http-token-file", help="File holding the access token for --http (\\[http] token_file)."),
+    dataset: Optional[Path] = typer.Option(None, "--dataset", help="Dataset folder the live page's collect and review pages save into (\\[http] dataset)."),
     summary_json: Optional[Path] = typer.Option(None, "--summary-json", help="Write the run summary (fps, latencies) to this JSON file."),
 ) -> None:
     """Classify frames live from a camera, stream, video file or image folder (also the systemd service's command).
 
-    Under systemd (Type=notify): READY=1 after the first classified frame,
-    STATUS= lines, WATCHDOG=1 from the frame loop, STOPPING=1 on SIGTERM;
-    SIGHUP re-reads --config and reloads the bundle (the old model keeps
-    running if the new one fails validation).
+    Under systemd (Type=notify): READY=1 after the first classified frame
+    (or once a camera or a first bundle is being waited for), STATUS= lines,
+    WATCHDOG=1 from the frame loop, STOPPING=1 on SIGTERM. SIGTERM and
+    Ctrl-C stop cleanly (exit 0) at any time. SIGHUP re-reads --config and
+    reloads the bundle under systemd or with --config (all or nothing: the old
+    model keeps running if anything fails); in a plain terminal run it stops
+    the run, as a hang-up does.
     """
     from ..outputs.stream import Emit, OutputFormat
     from ..pipeline.classifier import EdgeTPU
@@ -114,14 +120,18 @@ def run(
                    "emit": emit and _choice(Emit, emit, "--emit").value, "stats_interval": stats_interval},
         "service": {"state_file": state_file and str(state_file)},
         "uncertain": {"dir": save_uncertain and str(save_uncertain)},
+        "http": {"listen": http, "token_file": http_token_file and str(http_token_file), "dataset": dataset and str(dataset)},
     }
     summary = run_service(config, cli_values, limits=RunLimits(max_frames=max_frames, duration=duration))
-    log.info("%d frames in %.1f s: %.1f fps, latency p50 %.1f ms p95 %.1f ms, %d dropped, %d reopens",
-             summary["frames"], summary["seconds"], summary["fps"], summary["latency_ms_p50"],
-             summary["latency_ms_p95"], summary["dropped"], summary["reopens"])
+    if summary["stopped"] and summary["frames"] == 0:
+        log.info("stopped by %s before the first frame", summary["stopped"])
+    else:
+        log.info("%d frames in %.1f s: %.1f fps, latency p50 %.1f ms p95 %.1f ms, %d dropped, %d reopens",
+                 summary["frames"], summary["seconds"], summary["fps"], summary["latency_ms_p50"],
+                 summary["latency_ms_p95"], summary["dropped"], summary["reopens"])
     if summary_json is not None:
         summary_json.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    if summary["frames"] == 0:
+    if summary["frames"] == 0 and not summary["stopped"]:
         raise EdgeclassError(f"{summary['source']}: no frames were classified")
 
 
@@ -132,11 +142,16 @@ def bench(
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Interpreter threads (default: cores - 1, at least 1)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with all figures."),
     workdir: Optional[Path] = typer.Option(None, "--workdir", help="Where to write the test video (default: a temporary directory)."),
+    outputs: bool = typer.Option(False, "--outputs", help="Also run with the HTTP output on, without and with one MJPEG viewer (pipeline_fps_outputs)."),
+    mqtt: Optional[str] = typer.Option(None, "--mqtt", help="With --outputs: publish to this broker too (mqtt://host:port)."),
+    repeat: int = typer.Option(1, "--repeat", min=1, help="With --outputs: alternate the runs this many times and report medians."),
 ) -> None:
     """Measure the device pipeline on this machine: invoke rate, pipeline rate, naive loop, preprocessing, start-up, memory."""
     from ..bench import run_benchmark
 
+    if mqtt is not None and not outputs:
+        raise EdgeclassError("--mqtt is part of --outputs: add --outputs")
     results = run_benchmark(bundle, frames=frames, threads=threads, workdir=workdir,
-                            progress=None if as_json else typer.echo)
+                            progress=None if as_json else typer.echo, outputs=outputs, mqtt=mqtt, repeat=repeat)
     if as_json:
         typer.echo(json.dumps(results))
