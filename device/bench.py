@@ -8,6 +8,9 @@ Measured on a 640x480 MJPEG video written here (what a USB webcam delivers):
 - naive_fps: the sequential loop most camera examples use (read, convert,
   resize, invoke, print), for comparison;
 - preprocess_ms: :class:`Preprocessor` on one 640x480 frame;
+- frame_checks_ms: the capture thread's checks on one 640x480 frame (blank,
+  and frozen: compared with the previous picture), for two different frames
+  (a working camera) and for two identical ones (the full comparison);
 - first_result_s: from starting the ``edgeclass run`` process to its first result line;
 - peak_rss_mb: that process's peak resident memory.
 
@@ -39,6 +42,7 @@ import numpy as np
 
 from .bundle import load_bundle
 from .errors import EdgeclassError
+from .pipeline.capture import is_blank, same_picture
 from .pipeline.classifier import EdgeTPU, open_classifier
 from .pipeline.preprocess import Preprocessor
 
@@ -251,6 +255,12 @@ def run_benchmark(bundle_path: Path, frames: int = 600, threads: int | None = No
         i = iter(range(10**9))
         preprocess_ms = 1000.0 / _rate(lambda: preprocess(sample[next(i) % 10]), 1.0)
         say(f"preprocess      {preprocess_ms:.3f} ms per 640x480 frame")
+        j = iter(range(10**9))
+        checks_ms = 1000.0 / _rate(lambda: (is_blank(sample[(k := next(j)) % 10]),
+                                            same_picture(sample[k % 10], sample[(k + 1) % 10])), 1.0)
+        twin = sample[0].copy()
+        identical_ms = 1000.0 / _rate(lambda: (is_blank(sample[0]), same_picture(sample[0], twin)), 1.0)
+        say(f"frame checks    {checks_ms:.3f} ms per frame (blank + frozen; {identical_ms:.3f} ms for identical frames)")
 
         classifier = open_classifier(bundle, num_threads=threads, edgetpu=EdgeTPU.OFF)
         tensor = preprocess(sample[0])
@@ -282,6 +292,8 @@ def run_benchmark(bundle_path: Path, frames: int = 600, threads: int | None = No
         "pipeline_over_invoke": round(pipe["fps"] / invoke_fps, 3),
         "pipeline_over_naive": round(pipe["fps"] / naive_fps, 3),
         "preprocess_ms": round(preprocess_ms, 3),
+        "frame_checks_ms": round(checks_ms, 4),
+        "frame_checks_identical_ms": round(identical_ms, 4),
         "first_result_s": pipe["first_result_s"],
         "peak_rss_mb": pipe["peak_rss_mb"],
         "latency_ms_p50": pipe["latency_ms_p50"],

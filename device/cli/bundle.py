@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from ..errors import EdgeclassError
+from ..errors import EdgeclassError, printable
 from ..errors import parse_choice as _choice
 from .app import bundle_app
 
@@ -75,7 +75,8 @@ def _print_bundle_info(path: Path, verify: bool) -> None:
     for key in ("float_accuracy", "int8_accuracy", "agreement"):
         if key in b.metrics:
             lines.append(f"{key:<12}{b.metrics[key]}")
-    typer.echo("\n".join(lines))
+    # The name, labels and metrics are the bundle author's text: no terminal control codes.
+    typer.echo("\n".join(printable(line) for line in lines))
     if verify:
         _verify_inference(path)
 

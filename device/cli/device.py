@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from ..errors import EdgeclassError
+from ..errors import EdgeclassError, printable
 from ..errors import parse_choice as _choice
 from .app import app, log
 
@@ -34,11 +34,11 @@ def predict(
     classifier = open_classifier(b, num_threads=threads, edgetpu=_choice(EdgeTPU, edgetpu, "--edgetpu"))
     failed = list(listing.skipped)
     for skipped in listing.skipped:
-        typer.echo(f"skipped {skipped}: not an image file", err=True)
+        typer.echo(printable(f"skipped {skipped}: not an image file"), err=True)
     done = 0
     for result in predict_files(classifier, Preprocessor(b.input), b.labels, listing.images, k=top):
         if result.error:
-            typer.echo(f"skipped {result.error}", err=True)
+            typer.echo(printable(f"skipped {result.error}"), err=True)
             failed.append(result.path)
             continue
         done += 1
@@ -51,8 +51,9 @@ def predict(
                 "top_k": [{"label": s.label, "score": round(s.score, 6)} for s in result.top_k],
             }))
         else:
+            # Labels and file names come from other people's files: no terminal control codes.
             rest = ", ".join(f"{s.label} {s.score:.3f}" for s in result.top_k[1:])
-            typer.echo(f"{result.path}: {best.label} {best.score:.3f}" + (f"  ({rest})" if rest else ""))
+            typer.echo(printable(f"{result.path}: {best.label} {best.score:.3f}" + (f"  ({rest})" if rest else "")))
     if failed:
         typer.echo(f"{done} images classified, {len(failed)} files skipped", err=True)
     if done == 0:

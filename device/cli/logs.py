@@ -22,6 +22,8 @@ import os
 import sys
 from typing import IO, Mapping
 
+from ..errors import printable
+
 # syslog(3) priorities, as journald reads them from a "<N>" line prefix.
 PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6, logging.DEBUG: 7}
 ERROR = 3
@@ -62,7 +64,14 @@ def prefixed(text: str, syslog_priority: int, journal: bool) -> str:
     return "\n".join(f"<{syslog_priority}>{line}" for line in text.split("\n"))
 
 
-class JournalFormatter(logging.Formatter):
+class PrintableFormatter(logging.Formatter):
+    """Log lines without terminal control codes: messages quote a bundle's name and labels."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # a traceback, appended after, keeps its newlines
+        return printable(super().formatMessage(record))
+
+
+class JournalFormatter(PrintableFormatter):
     """The plain one-line format, with the record's syslog priority in front of each line."""
 
     def format(self, record: logging.LogRecord) -> str:
@@ -77,7 +86,7 @@ def setup_logging(level: int = logging.INFO) -> None:
     root = logging.getLogger()
     if not any(getattr(h, "_edgeclass", False) for h in root.handlers):
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(JournalFormatter(FORMAT) if connected_to_journal() else logging.Formatter(FORMAT))
+        handler.setFormatter(JournalFormatter(FORMAT) if connected_to_journal() else PrintableFormatter(FORMAT))
         handler._edgeclass = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     root.setLevel(level)
@@ -85,4 +94,5 @@ def setup_logging(level: int = logging.INFO) -> None:
 
 def error_line(text: str, syslog_priority: int = ERROR) -> str:
     """A line the CLI prints itself on stderr ("error: ..."), prefixed like a log record under the journal."""
-    return prefixed(text, syslog_priority, connected_to_journal())
+    # Errors quote file contents (labels, config values): no control codes reach the terminal.
+    return prefixed(printable(text), syslog_priority, connected_to_journal())

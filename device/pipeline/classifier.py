@@ -49,6 +49,9 @@ class Classifier:
         self.backend = backend.name
         self.model_path = Path(model_path)
         self.on_edgetpu = edgetpu
+        self.num_threads = num_threads
+        # Set by open_classifier: "auto" wanted the bundle's Edge TPU model but runs this CPU one.
+        self.edgetpu_fallback = False
         self._interpreter = make_interpreter(self.model_path, num_threads=num_threads, edgetpu=edgetpu, backend=backend)
         inputs = self._interpreter.get_input_details()
         outputs = self._interpreter.get_output_details()
@@ -151,5 +154,6 @@ def open_classifier(bundle: Bundle, num_threads: int | None = None, edgetpu: Edg
             raise
         log.warning("Edge TPU model failed to load; running model.tflite on the CPU")
         classifier = Classifier(bundle.model_path, bundle.input, bundle.output, num_threads=num_threads, backend_name=backend)
+    classifier.edgetpu_fallback = edgetpu is EdgeTPU.AUTO and bundle.edgetpu_model_path is not None and not classifier.on_edgetpu
     log.info("model: %s", classifier.describe())
     return classifier

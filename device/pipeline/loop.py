@@ -33,6 +33,7 @@ from .capture import Captured, FrameGrabber, GrabberStats
 from .classifier import Classifier
 from .config import DecisionConfig, SourceConfig
 from .decide import Decision, make_decider
+from .edgetpu_retry import RETRY_INTERVAL, EdgeTPURetry
 from .monitor import Monitor
 from .preprocess import Preprocessor
 from .sources import Frame, open_source, redact
@@ -238,6 +239,9 @@ class FrameLoop:
         """One frame from the grabber (``reopened``: the source came back since the last one)."""
         raise NotImplementedError
 
+    def _between_frames(self) -> None:
+        """Work the loop does before it waits for the next frame (nothing, here)."""
+
     def run(self) -> dict:
         """Take frames until done; return the summary dict."""
         s, limits = self.source, self.limits
@@ -248,6 +252,8 @@ class FrameLoop:
             output.start(self)
         with FrameGrabber(self._make_source, self._preprocess(), stall_timeout=s.stall_timeout,
                           reopen_backoff=backoff, give_up_after=s.give_up_after or None,
+                          skip_blank=s.skip_blank, blank_is_stall=s.blank_is_stall,
+                          frozen_after=s.frozen_after or None,
                           retry_first_open=None if s.wait_for_source else False) as grabber:
             self.grabber = grabber
             while not self.stop_event.is_set():
@@ -255,6 +261,7 @@ class FrameLoop:
                     break
                 if deadline is not None and time.monotonic() >= deadline:
                     break
+                self._between_frames()
                 try:
                     captured = grabber.get(timeout=self.poll_interval)
                 except TimeoutError:
@@ -286,10 +293,12 @@ class Runner(FrameLoop):
 
     def __init__(self, bundle: Bundle, classifier: Classifier, source: SourceConfig,
                  decision: DecisionConfig = DecisionConfig(), outputs: Sequence[Output] = (),
-                 limits: RunLimits = RunLimits()) -> None:
+                 limits: RunLimits = RunLimits(), edgetpu_retry: float = RETRY_INTERVAL) -> None:
         super().__init__(source, outputs, limits)
         self.bundle = bundle
         self.classifier = classifier
+        self.edgetpu_retry_interval = edgetpu_retry
+        self.edgetpu_retry = EdgeTPURetry.for_classifier(bundle, classifier, edgetpu_retry)
         self.decision = decision
         self.preprocess = Preprocessor(bundle.input)
         self.decider = make_decider(bundle.labels, decision)
@@ -304,6 +313,7 @@ class Runner(FrameLoop):
         self.preprocess = Preprocessor(bundle.input)
         self.decider = make_decider(bundle.labels, self.decision)
         self.monitor.set_labels(bundle.labels)
+        self.edgetpu_retry = EdgeTPURetry.for_classifier(bundle, classifier, self.edgetpu_retry_interval)
         if self.grabber is not None:
             self.grabber.set_preprocess(self.preprocess)
 
@@ -334,6 +344,10 @@ class Runner(FrameLoop):
     def _preprocess(self) -> Callable[[np.ndarray], np.ndarray] | None:
         return self.preprocess
 
+    def _between_frames(self) -> None:
+        if self.edgetpu_retry is not None:
+            self._try_edgetpu()
+
     def _handle(self, captured: Captured, reopened: bool) -> None:
         if reopened:
             self.decider.reset()  # old evidence is from before the camera came back
@@ -342,6 +356,14 @@ class Runner(FrameLoop):
         decision = self._classify(captured.frame, captured.tensor)
         for output in self.outputs:
             output.write(captured.frame, decision)
+
+    def _try_edgetpu(self) -> None:
+        """Swap in the Edge TPU model between frames once it loads (``auto`` mode after a fallback)."""
+        tpu = self.edgetpu_retry.poll(time.monotonic())
+        if tpu is not None:
+            # Same bundle, same input tensor: only the interpreter changes.
+            old, self.classifier, self.edgetpu_retry = self.classifier, tpu, None
+            log.info("Edge TPU available now: switched from %s to %s", old.describe(), tpu.describe())
 
     def _classify(self, frame: Frame, tensor: np.ndarray) -> Decision:
         t0 = time.perf_counter()

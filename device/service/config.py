@@ -41,6 +41,7 @@ from ..errors import EdgeclassError
 from ..outputs.config import OutputConfig, UncertainConfig
 from ..outputs.http.config import HttpConfig
 from ..pipeline.config import DecisionConfig, ModelConfig, SourceConfig
+from ..pipeline.sources import redact
 from ..settings import Invalid, number, path, setting
 
 log = logging.getLogger(__name__)
@@ -262,7 +263,7 @@ def _toml(value: Any) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, str):
-        return json.dumps(value)
+        return json.dumps(redact(value))  # a camera URL's password must not reach the journal
     if isinstance(value, Mapping):
         return "a table"
     if isinstance(value, list):

@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import printable
+
 
 @dataclass(frozen=True)
 class Health:
@@ -94,7 +96,7 @@ def describe_health(health: Health) -> str:
                  "bundle_path", "status", "model", "backend", "interpreter", "edgetpu_setting", "source",
                  "resolution", "dropped", "reopens"}
         lines += [f"  {k}: {v}" for k, v in s.items() if k not in known]
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)  # the label and bundle name are a bundle's text
 
 
 def _duration(seconds: float) -> str:

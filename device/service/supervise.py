@@ -51,34 +51,40 @@ class Liveness:
 
     The policy: pings come only from the frame loop's own thread (an
     interpreter or sink that hangs stops them by itself), and only while the
-    loop has recently *either* classified a frame *or* seen the capture thread
-    make recovery progress (a new reopen attempt or a new error). ``grace``
-    must exceed the longest quiet gap of a healthy recovery: a stall is
-    noticed after ``stall_timeout`` and the next attempt follows at most
-    ``reopen_backoff_max`` later.
+    loop has recently classified a frame, *or* the capture thread has read
+    one (a blank frame of a dark scene is not classified but proves the
+    camera works), *or* the capture thread made a recovery attempt that could
+    succeed: a new reopen attempt or a new error while no reader is stuck in
+    the driver. ``grace`` must exceed the longest quiet gap of a healthy
+    recovery: a stall is noticed after ``stall_timeout`` and the next attempt
+    follows at most ``reopen_backoff_max`` later.
 
     So an unplugged camera keeps the watchdog fed while the capture thread
-    retries, and ``give_up_after`` ends the process with a clear error; but a
-    camera driver that swallows every reader thread (the grabber stops
-    opening new ones, no attempts and no errors) goes quiet, the pings stop,
-    and systemd restarts the service ``grace + WatchdogSec`` later instead of
-    waiting for the give-up.
+    retries, and ``give_up_after`` ends the process with a clear error. But a
+    reader stuck in the driver holds the device: every later attempt fails
+    (busy) or hangs, and a failed attempt is not progress then. The pings stop
+    ``grace`` after the last frame, and systemd restarts the service at most
+    ``WatchdogSec`` later (with the defaults 40 s + 30 s) instead of waiting
+    for the give-up; the restart is what frees the device.
     """
 
     def __init__(self, grace: float, now: float) -> None:
         self.grace = grace
         self.last_progress = now  # start-up counts: opening the source is progress
-        self._seen: tuple | None = None
+        self._seen: GrabberStats | None = None
 
     def frame(self, now: float) -> None:
         self.last_progress = now
 
     def observe(self, stats: GrabberStats, now: float) -> None:
-        """Note recovery progress: a reopen attempt or a new error since last time."""
-        key = (stats.reopens, stats.last_error)
-        if self._seen is not None and key != self._seen:
+        """Note capture progress since the last call: a frame read, or a retry that can succeed."""
+        seen, self._seen = self._seen, stats
+        if seen is None:  # the first observation is the baseline
+            return
+        if stats.frames_read != seen.frames_read:
             self.last_progress = now
-        self._seen = key
+        elif (stats.reopens, stats.last_error) != (seen.reopens, seen.last_error) and stats.stuck_readers == 0:
+            self.last_progress = now
 
     def healthy(self, now: float) -> bool:
         return now - self.last_progress <= self.grace
@@ -275,6 +281,9 @@ class Supervisor(Output, StatusHook):
                 until = f"giving up after {give_up:g} s" if give_up else "until it appears"
                 return f"waiting for camera: {error}; retrying, {until}"
             return f"no frames: {error}; reopening ({stats.reopens} reopens)"
+        if stats is not None and stats.only_blank_for is not None:
+            return (f"only blank frames for {stats.only_blank_for:.0f} s (dark scene or covered lens; "
+                    f"{stats.blank_skipped} skipped, not classified)")
         st = runner.stats
         fps = "" if st.fps is None else f"{st.fps:.1f} fps, "
         name = f", bundle {self._running.name}" if self._running is not None else ""

@@ -33,7 +33,8 @@ FRENCH = {"red": "rouge", "green": "vert", "blue": "bleu"}
 class Service:
     """One ``edgeclass run`` child process and the notify socket it talks to."""
 
-    def __init__(self, workdir: Path, args: list[str], watchdog_usec: int = 1_000_000, env: dict | None = None) -> None:
+    def __init__(self, workdir: Path, args: list[str], watchdog_usec: int = 1_000_000, env: dict | None = None,
+                 options: tuple[str, ...] = ()) -> None:
         # AF_UNIX paths are limited to 108 bytes: pytest's tmp_path can be longer.
         self._sockdir = tempfile.mkdtemp(prefix="ec-", dir="/tmp")
         address = os.path.join(self._sockdir, "notify")
@@ -48,7 +49,7 @@ class Service:
         env = {**os.environ, "NOTIFY_SOCKET": address, "WATCHDOG_USEC": str(watchdog_usec), "PYTHONUNBUFFERED": "1",
                **(env or {})}
         with open(self.out, "w") as out, open(self.err, "w") as err:
-            self.proc = subprocess.Popen([sys.executable, "-m", "edgeclass.device.cli", "run", *map(str, args)],
+            self.proc = subprocess.Popen([sys.executable, "-m", "edgeclass.device.cli", *options, "run", *map(str, args)],
                                          stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env, cwd=workdir)
 
     def _receive(self) -> None:
