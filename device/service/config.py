@@ -3,7 +3,8 @@
 One frozen dataclass per TOML section, each declared by the room that uses
 it (``[model]``, ``[source]``, ``[decision]`` in
 :mod:`edgeclass.device.pipeline.config`; ``[output]``, ``[uncertain]`` in
-:mod:`edgeclass.device.outputs.config`; ``[service]`` here), gathered in
+:mod:`edgeclass.device.outputs.config`; ``[mqtt]`` in
+:mod:`edgeclass.device.outputs.mqtt.config`; ``[service]`` here), gathered in
 :class:`DeviceConfig`. The dataclass fields *are* the schema: each carries
 its checker (:mod:`edgeclass.device.settings`), so a key exists, has a
 default and is validated in exactly one place.
@@ -38,7 +39,9 @@ else:  # pragma: no cover - Python 3.10 (pyproject installs tomli there)
 
 from ..errors import EdgeclassError
 from ..outputs.config import OutputConfig, UncertainConfig
+from ..outputs.mqtt.config import MqttConfig
 from ..pipeline.config import DecisionConfig, ModelConfig, SourceConfig
+from ..pipeline.sources import redact
 from ..settings import Invalid, number, path, setting
 
 log = logging.getLogger(__name__)
@@ -71,6 +74,7 @@ class DeviceConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
     uncertain: UncertainConfig = field(default_factory=UncertainConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Nested ``{section: {key: value}}``: the built-in defaults layer when called on ``DeviceConfig()``."""
@@ -243,7 +247,7 @@ def _toml(value: Any) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, str):
-        return json.dumps(value)
+        return json.dumps(redact(value))  # a refused URL is shown without its user name and password
     if isinstance(value, Mapping):
         return "a table"
     if isinstance(value, list):
