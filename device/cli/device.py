@@ -86,6 +86,8 @@ def run(
     wait_for_source: bool = typer.Option(False, "--wait-for-source", help="Keep retrying a camera that is absent at start (default: fail at once; always on with --config)."),
     state_file: Optional[Path] = typer.Option(None, "--state-file", help="Write the health state file here (default: none, or \\[service] state_file with --config)."),
     save_uncertain: Optional[Path] = typer.Option(None, "--save-uncertain", help="Save frames whose top score is below \\[uncertain] threshold (0.3) into this folder, JPEG + JSON."),
+    mqtt: Optional[str] = typer.Option(None, "--mqtt", help="Publish to this MQTT broker, mqtt://HOST[:PORT] or mqtts://HOST[:PORT], with Home Assistant discovery (or \\[mqtt] url in --config; user and password only there)."),
+    mqtt_topic: Optional[str] = typer.Option(None, "--mqtt-topic", help="MQTT topic prefix (default edgeclass/<hostname>)."),
     summary_json: Optional[Path] = typer.Option(None, "--summary-json", help="Write the run summary (fps, latencies) to this JSON file."),
 ) -> None:
     """Classify frames live from a camera, stream, video file or image folder (also the systemd service's command).
@@ -113,6 +115,7 @@ def run(
                    "emit": emit and _choice(Emit, emit, "--emit").value, "stats_interval": stats_interval},
         "service": {"state_file": state_file and str(state_file)},
         "uncertain": {"dir": save_uncertain and str(save_uncertain)},
+        "mqtt": {"url": mqtt, "topic": mqtt_topic},
     }
     summary = run_service(config, cli_values, limits=RunLimits(max_frames=max_frames, duration=duration))
     log.info("%d frames in %.1f s: %.1f fps, latency p50 %.1f ms p95 %.1f ms, %d dropped, %d reopens",

@@ -13,6 +13,7 @@ import logging
 from typing import Iterable
 
 from ..pipeline.loop import Output
+from .mqtt import MqttOutput
 from .stream import StreamOutput
 from .uncertain import UncertainSaver
 
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 REGISTRY: dict[str, type] = {
     "stream": StreamOutput,
     "uncertain": UncertainSaver,
+    "mqtt": MqttOutput,
 }
 
 
@@ -47,20 +49,24 @@ def changed_outputs(old, new) -> list[str]:
 def rebuild_outputs(current: dict[str, Output], old, new, run) -> dict[str, Output]:
     """Apply a reloaded config: outputs whose sections changed are closed and built again.
 
-    New ones are built (and started on ``run``) first, so a refused setting (a
-    folder that cannot be created) leaves the running outputs as they are.
+    New ones are built first, so a refused setting (a folder that cannot be
+    created, a certificate that does not load) leaves the running outputs as
+    they are. The old ones are closed before the new ones start: an old MQTT
+    connection says "offline" before the new one says "online", an old
+    listener frees its port.
     """
     names = changed_outputs(old, new)
     if not names:
         return current
     fresh = build_outputs(new, names)
+    for name in names:
+        if name in current:
+            current[name].close()
     for output in fresh.values():
         output.start(run)
     result: dict[str, Output] = {}
     for name in REGISTRY:
         if name in names:
-            if name in current:
-                current[name].close()
             if name in fresh:
                 result[name] = fresh[name]
         elif name in current:
