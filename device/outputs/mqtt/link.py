@@ -68,6 +68,7 @@ class BrokerLink:
         self._queue: deque[tuple[str, Any]] = deque()
         self._in_flight: deque[paho.MQTTMessageInfo] = deque()
         self._connected = False
+        self._stalled = False  # MAX_IN_FLIGHT reached: the broker's acknowledgements wake the thread, not us
         self._closing = False
         self._last_problem: str | None = None
         self._failures = 0
@@ -98,7 +99,7 @@ class BrokerLink:
         with self._lock:
             self._slots[topic] = payload
             self._dirty[topic] = None
-        self._wake()
+        self._wake_if_useful()
 
     def send(self, topic: str, payload: Any) -> None:
         """Queue a non-retained message; the oldest queued one is dropped (and counted) when the queue is full."""
@@ -107,7 +108,7 @@ class BrokerLink:
                 self._queue.popleft()
                 self.dropped += 1
             self._queue.append((topic, payload))
-        self._wake()
+        self._wake_if_useful()
 
     @property
     def connected(self) -> bool:
@@ -132,11 +133,20 @@ class BrokerLink:
         if self._thread.is_alive():
             self._thread.join(timeout)
         if self._thread.is_alive():
-            log.warning("mqtt: %s did not take the goodbye within %g s; its Last Will says offline",
-                        self.broker.url, timeout)
+            if self._connected:
+                log.warning("mqtt: %s did not take the goodbye within %g s; its Last Will will say offline",
+                            self.broker.url, timeout)
+            else:  # still inside a connection attempt; the thread ends when it returns
+                log.debug("mqtt: left the connection attempt to %s behind", self.broker.url)
         else:
             for fd in (self._wake_r, self._wake_w):
                 os.close(fd)
+
+    def _wake_if_useful(self) -> None:
+        # Disconnected, the thread has nothing to send (a connection publishes every slot);
+        # stalled, an acknowledgement wakes it. A stale answer costs one spare wake-up at most.
+        if self._connected and not self._stalled:
+            self._wake()
 
     def _wake(self) -> None:
         try:
@@ -204,9 +214,11 @@ class BrokerLink:
 
     def _drain(self, limit: int | None) -> None:
         """Hand paho what is pending: dirty retained slots first, then the queue, ``limit`` in flight at most."""
-        while self._in_flight and self._in_flight[0].is_published():
-            self._in_flight.popleft()
-        while limit is None or len(self._in_flight) < limit:
+        self._in_flight = deque(info for info in self._in_flight if not info.is_published())
+        while True:
+            self._stalled = limit is not None and len(self._in_flight) >= limit
+            if self._stalled:
+                return
             with self._lock:
                 if self._dirty:
                     topic = next(iter(self._dirty))
@@ -218,7 +230,8 @@ class BrokerLink:
                     return
             info = self._client.publish(topic, encode(payload), qos=self.qos, retain=retain)
             if info.rc != paho.MQTT_ERR_SUCCESS:  # the connection just went; on_connect marks every slot again
-                self.dropped += not retain
+                with self._lock:
+                    self.dropped += not retain
                 return
             if not info.is_published():
                 self._in_flight.append(info)
@@ -265,6 +278,7 @@ class BrokerLink:
             self.dropped += sum(1 for message in lost if not message.retain)
             self._dirty = dict.fromkeys(self._slots)  # the broker may have lost them: publish every slot again
         self._in_flight.clear()
+        self._stalled = False
         self._failures = 0
         self._last_problem = None
         log.info("mqtt: connected to %s as %s", self.broker.url, self.client_id)
@@ -272,6 +286,7 @@ class BrokerLink:
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         was_connected, self._connected = self._connected, False
         self._in_flight.clear()
+        self._stalled = False
         if was_connected and not self._closing:
             log.warning("mqtt: lost the connection to %s (%s); reconnecting", self.broker.url, reason_code)
 
