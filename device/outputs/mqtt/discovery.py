@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ... import __version__
-from .messages import OFFLINE, ONLINE, Topics
+from .messages import OFFLINE, ONLINE, topics_under
 
 _NODE_UNSAFE = re.compile(r"[^a-zA-Z0-9_-]+")  # HA: node_id and object_id are [a-zA-Z0-9_-]
 DEVICE_TREE_MODEL = Path("/proc/device-tree/model")  # "Raspberry Pi 4 Model B Rev 1.4" on a Pi
@@ -94,7 +94,7 @@ def discovery_messages(prefix: str, discovery_prefix: str = "homeassistant", *, 
     process is alive (no Last Will) but has stopped deciding, e.g. while a
     camera is being reopened.
     """
-    topics = Topics(prefix)
+    topics = topics_under(prefix)
     node = node_id(prefix)
     device = {
         "identifiers": [node],

@@ -99,7 +99,7 @@ class BrokerLink:
         with self._lock:
             self._slots[topic] = payload
             self._dirty[topic] = None
-        self._wake_if_useful()
+            self._wake_if_useful()
 
     def send(self, topic: str, payload: Any) -> None:
         """Queue a non-retained message; the oldest queued one is dropped (and counted) when the queue is full."""
@@ -108,7 +108,7 @@ class BrokerLink:
                 self._queue.popleft()
                 self.dropped += 1
             self._queue.append((topic, payload))
-        self._wake_if_useful()
+            self._wake_if_useful()
 
     @property
     def connected(self) -> bool:
@@ -129,18 +129,17 @@ class BrokerLink:
             self._closing = True
             self._slots[self._will_topic] = self._will_payload
             self._dirty[self._will_topic] = None
-        self._wake()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-        if self._thread.is_alive():
+            self._wake()
+        if not self._thread.is_alive() and self._thread.ident is None:  # never started
+            self._close_pipe()
+            return
+        self._thread.join(timeout)
+        if self._thread.is_alive():  # it closes the pipe itself when it ends
             if self._connected:
                 log.warning("mqtt: %s did not take the goodbye within %g s; its Last Will will say offline",
                             self.broker.url, timeout)
-            else:  # still inside a connection attempt; the thread ends when it returns
+            else:  # still inside a connection attempt
                 log.debug("mqtt: left the connection attempt to %s behind", self.broker.url)
-        else:
-            for fd in (self._wake_r, self._wake_w):
-                os.close(fd)
 
     def _wake_if_useful(self) -> None:
         # Disconnected, the thread has nothing to send (a connection publishes every slot);
@@ -149,10 +148,18 @@ class BrokerLink:
             self._wake()
 
     def _wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"x")
-        except (BlockingIOError, OSError):  # the pipe is full (the thread will wake anyway) or closed
-            pass
+        """Wake the link's thread (called with the lock held, so the pipe cannot be closed meanwhile)."""
+        if self._wake_w >= 0:
+            try:
+                os.write(self._wake_w, b"x")
+            except BlockingIOError:  # the pipe is full: the thread wakes anyway
+                pass
+
+    def _close_pipe(self) -> None:
+        with self._lock:
+            for fd in (self._wake_r, self._wake_w):
+                os.close(fd)
+            self._wake_r = self._wake_w = -1
 
     # -- the link's thread --------------------------------------------------------
 
@@ -164,6 +171,7 @@ class BrokerLink:
                 self._wait(self._backoff())
         if self._client.socket() is not None:  # closed while connecting
             self._client.disconnect()
+        self._close_pipe()
 
     def _open(self) -> bool:
         try:

@@ -29,25 +29,18 @@ _NOT_IN_TOPIC = re.compile(r"[+#/\x00]")
 
 
 class Topics(NamedTuple):
-    """The topic names under one prefix."""
+    """The topic names under one prefix (:func:`topics_under`)."""
 
     prefix: str
+    availability: str
+    state: str
+    result: str
+    diagnostics: str
 
-    @property
-    def availability(self) -> str:
-        return f"{self.prefix}/availability"
 
-    @property
-    def state(self) -> str:
-        return f"{self.prefix}/state"
-
-    @property
-    def result(self) -> str:
-        return f"{self.prefix}/result"
-
-    @property
-    def diagnostics(self) -> str:
-        return f"{self.prefix}/diagnostics"
+def topics_under(prefix: str) -> Topics:
+    """``PREFIX/availability``, ``PREFIX/state``, ``PREFIX/result``, ``PREFIX/diagnostics``."""
+    return Topics(prefix, *(f"{prefix}/{name}" for name in Topics._fields[1:]))
 
 
 def hostname() -> str:

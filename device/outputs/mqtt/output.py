@@ -31,7 +31,7 @@ from ..figures import FpsMeter
 from ..stream import result_record
 from .config import Broker, MqttConfig, parse_broker
 from .discovery import discovery_messages
-from .messages import ONLINE, OFFLINE, Topics, default_prefix, diagnostics_record, hostname
+from .messages import OFFLINE, ONLINE, Topics, default_prefix, diagnostics_record, hostname, topics_under
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class MqttOutput(Output):
                                      "pip install 'edgeclass[device]'") from None
             raise
         prefix = m.topic or default_prefix()
-        topics = Topics(prefix)
+        topics = topics_under(prefix)
         link = BrokerLink(broker, will=(topics.availability, OFFLINE), qos=m.qos,
                           client_id=m.client_id or f"edgeclass-{hostname()}-{secrets.token_hex(3)}",
                           username=m.username, password=read_password(m.password_file),
