@@ -95,7 +95,7 @@ class BrokerLink:
         self._thread.start()
 
     def retain(self, topic: str, payload: Any) -> None:
-        """Make ``payload`` (text, or a dict sent as JSON) the retained message of ``topic``."""
+        """Make ``payload`` the retained message of ``topic``: text, a dict (sent as JSON), or a callable making one."""
         with self._lock:
             self._slots[topic] = payload
             self._dirty[topic] = None
@@ -236,7 +236,12 @@ class BrokerLink:
                     (topic, payload), retain = self._queue.popleft(), False
                 else:
                     return
-            info = self._client.publish(topic, encode(payload), qos=self.qos, retain=retain)
+            try:
+                data = encode(payload)
+            except Exception:  # a bug in one message must not end the connection's thread
+                log.exception("mqtt: cannot encode the message for %s; skipped", topic)
+                continue
+            info = self._client.publish(topic, data, qos=self.qos, retain=retain)
             if info.rc != paho.MQTT_ERR_SUCCESS:  # the connection just went; on_connect marks every slot again
                 with self._lock:
                     self.dropped += not retain
@@ -303,7 +308,9 @@ class BrokerLink:
 
 
 def encode(payload: Any) -> bytes:
-    """Text as UTF-8; anything else as compact JSON."""
+    """Text as UTF-8; a callable's result, or anything else, as compact JSON."""
+    if callable(payload):
+        payload = payload()
     if isinstance(payload, bytes):
         return payload
     if isinstance(payload, str):

@@ -1,11 +1,11 @@
 """The MQTT output: decisions to a broker (and Home Assistant), without ever slowing the frame loop.
 
 :meth:`MqttOutput.write` runs in the frame loop and only decides what to
-publish and hands it to the :class:`~.link.BrokerLink` (a dict put in a slot
-or a bounded queue, and a byte written to a pipe to wake the link's thread).
-JSON encoding, the network, reconnects and TLS all happen in that thread. The
-diagnostics record is built in the frame loop (the monitor it reads lives
-there), once per stats interval.
+publish and hands it to the :class:`~.link.BrokerLink`: a record still to be
+built (:func:`later`) put in a slot or a bounded queue, and a byte written to
+a pipe to wake the link's thread. Building the record, JSON, the network,
+reconnects and TLS all happen in that thread. The diagnostics record is built
+in the frame loop (the monitor it reads lives there), once per stats interval.
 
 The queue of :class:`~edgeclass.device.outputs.base.QueuedOutput` does not
 fit here: the state must survive any number of drops (it is a slot, always
@@ -21,7 +21,9 @@ import secrets
 import ssl
 import stat
 import time
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ...errors import EdgeclassError
 from ...pipeline.decide import Decision
@@ -32,6 +34,9 @@ from ..stream import result_record
 from .config import Broker, MqttConfig, parse_broker
 from .discovery import discovery_messages
 from .messages import OFFLINE, ONLINE, Topics, default_prefix, diagnostics_record, hostname, topics_under
+
+if TYPE_CHECKING:  # paho is imported only when MQTT is on
+    from .link import BrokerLink
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +49,7 @@ class MqttOutput(Output):
     name = "mqtt"
     sections = ("mqtt", "decision", "output")
 
-    def __init__(self, link, topics: Topics, *, heartbeat: float = 10.0, diagnostics_interval: float = 60.0,
+    def __init__(self, link: "BrokerLink", topics: Topics, *, heartbeat: float = 10.0, diagnostics_interval: float = 60.0,
                  results_per_second: float = 0.0, discovery: list[tuple[str, dict]] = ()) -> None:
         self.link = link
         self.topics = topics
@@ -106,11 +111,10 @@ class MqttOutput(Output):
         now = time.monotonic()
         if decision.changed or now - self._last_state >= self.heartbeat:
             self._last_state = now
-            self.link.retain(self.topics.state,
-                             result_record("change" if decision.changed else "heartbeat", frame, decision))
+            self.link.retain(self.topics.state, later("change" if decision.changed else "heartbeat", frame, decision))
         if self.result_gap is not None and now >= self._next_result:
             self._next_result = now + self.result_gap
-            self.link.send(self.topics.result, result_record("change" if decision.changed else "frame", frame, decision))
+            self.link.send(self.topics.result, later("change" if decision.changed else "frame", frame, decision))
         if now >= self._next_diagnostics:
             self._diagnostics(now)
 
@@ -138,6 +142,14 @@ class MqttOutput(Output):
             return
         self._closed = True
         self.link.close()
+
+
+def later(event: str, frame: Frame, decision: Decision) -> partial:
+    """The result record, to be built when it is sent (in the link's thread): the frame loop only pays for this call.
+
+    The frame is kept without its pixels, so a queued message never holds a camera picture.
+    """
+    return partial(result_record, event, frame._replace(rgb=None), decision)
 
 
 def check_combination(m: MqttConfig, broker: Broker) -> None:
