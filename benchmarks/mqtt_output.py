@@ -26,9 +26,10 @@ machine's), 20,000 frames, two runs (median us per write):
     change   up 8.97 / 12.44  gone 13.80 / 6.40
     results  up 6.85 / 8.92   gone 10.88 / 15.73
 
-A change costs about what building one result line costs the JSON stream;
-the state slot keeps only the latest, so 20,000 changes became a few hundred
-messages, and the result queue dropped what the broker could not take.
+The record of a change is built in the link's thread, so the loop pays for
+a lock, a slot and a wake-up byte; the state slot keeps only the latest, so
+20,000 changes in a few seconds became a few hundred messages, and the result
+queue dropped (and counted) what the broker could not take.
 """
 
 from __future__ import annotations
