@@ -439,30 +439,46 @@ def test_sighup_applies_changed_mqtt_settings(broker, colour_bundle, tmp_path):
     sub = Subscriber(broker.port, ["test/#"])
     run = Run(tmp_path, "--config", config)
     try:
-        sub.wait_for(lambda s: _latest(s, "test/one/state") and _latest(s, "test/one/availability").text == "online",
-                     what="the first prefix online")
-        first_id = re.search(r"mqtt: connected to \S+ as (\S+)", run.stderr()).group(1)
-
-        # Unchanged [mqtt]: a reload keeps the connection.
-        run.proc.send_signal(signal.SIGHUP)
-        _wait(lambda: "reloaded: running" in run.stderr(), what="the first reload")
-        assert run.stderr().count("mqtt: connected to") == 1
-
-        _service_config(config, colour_bundle, video, {"url": broker.url, "topic": "test/two"})
-        run.proc.send_signal(signal.SIGHUP)
-        sub.wait_for(lambda s: _latest(s, "test/two/state") and _latest(s, "test/two/availability").text == "online",
-                     what="the new prefix online")
-        assert _latest(sub, "test/one/availability").text == "offline"
-        # The old client said goodbye (a clean DISCONNECT, not a dropped connection) before the new one connected.
-        log = broker.log_text()
-        assert f"Client {first_id} disconnected." in log
-        assert log.index(f"Client {first_id} disconnected.") < log.rindex("New client connected")
-        run.proc.send_signal(signal.SIGTERM)
-        assert run.wait(20) == 0, run.stderr()
+        _reload_steps(run, sub, broker, lambda mqtt: _service_config(config, colour_bundle, video, mqtt), tmp_path)
+    except AssertionError as exc:  # with what the service and the broker said
+        raise AssertionError(f"{exc}\n--- edgeclass:\n{run.stderr()[-3000:]}\n--- mosquitto:\n"
+                             f"{broker.log_text()[-3000:]}") from None
     finally:
         run.kill()
     sub.wait_for(lambda s: _latest(s, "test/two/availability").text == "offline", timeout=5, what="offline on exit")
     sub.close()
+
+
+def _reload_steps(run: Run, sub: Subscriber, broker: Mosquitto, configure, tmp_path: Path) -> None:
+    sub.wait_for(lambda s: _latest(s, "test/one/state") and _latest(s, "test/one/availability").text == "online",
+                 what="the first prefix online")
+    first_id = re.search(r"mqtt: connected to \S+ as (\S+)", run.stderr()).group(1)
+
+    # Unchanged [mqtt]: a reload keeps the connection.
+    run.proc.send_signal(signal.SIGHUP)
+    _wait(lambda: "reloaded: running" in run.stderr(), what="the first reload")
+    assert run.stderr().count("mqtt: connected to") == 1
+
+    configure({"url": broker.url, "topic": "test/two"})
+    run.proc.send_signal(signal.SIGHUP)
+    sub.wait_for(lambda s: _latest(s, "test/two/state") and _latest(s, "test/two/availability").text == "online",
+                 what="the new prefix online")
+    assert _latest(sub, "test/one/availability").text == "offline"
+    # The old client said goodbye (a clean DISCONNECT, not a dropped connection) before the new one connected.
+    log = broker.log_text()
+    assert f"Client {first_id} disconnected." in log
+    assert log.index(f"Client {first_id} disconnected.") < log.rindex("New client connected")
+
+    # A setting that cannot work is refused by the reload, naming the file; MQTT goes on as it was.
+    missing = tmp_path / "no-such.password"
+    configure({"url": broker.url, "topic": "test/three", "username": "edge", "password_file": missing})
+    run.proc.send_signal(signal.SIGHUP)
+    _wait(lambda: "reload failed" in run.stderr(), what="the refused reload")
+    assert f"{missing}: [mqtt] password_file cannot be read (No such file or directory)" in run.stderr()
+    assert run.stderr().count("mqtt: connected to") == 2 and _latest(sub, "test/two/availability").text == "online"
+    assert not [t for t in sub.topics() if t.startswith("test/three")]
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.wait(20) == 0, run.stderr()
 
 
 # ----------------------------------------------------------------------------- off by default
