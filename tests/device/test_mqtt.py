@@ -307,7 +307,7 @@ def test_a_broker_down_at_start_gone_or_frozen_never_slows_the_loop(colour_bundl
         phase("down at start")
         assert not mqtt.stats()["connected"]
         broker.start()
-        _wait(lambda: mqtt.stats()["connected"], timeout=40, what="the connection")
+        _wait(lambda: mqtt.connected and mqtt.stats()["connected"], timeout=40, what="the connection")
         sub = Subscriber(broker.port, [f"{PREFIX}/#"])
         sub.wait_for(lambda s: len(s.on(f"{PREFIX}/result")) >= 10 and s.on(f"{PREFIX}/diagnostics"),
                      what="results and diagnostics")

@@ -132,6 +132,11 @@ class MqttOutput(Output):
 
     # -- for the service and /metrics -------------------------------------------------
 
+    @property
+    def connected(self) -> bool:
+        """Whether the broker has accepted the connection (and not lost it since)."""
+        return self.link.connected
+
     def stats(self) -> dict:
         """The connection's figures: connected, published, dropped, queued, connections."""
         return self.link.stats()
