@@ -44,7 +44,8 @@ def convert(
     calibration_size: int = typer.Option(200, "--calibration-size", min=1, help="Train images used to calibrate int8 ranges (stratified, every class present)."),
     bias_correction: bool = typer.Option(True, "--bias-correction/--no-bias-correction", help="Correct each int8 layer's bias so its mean output per channel matches the float model's on calibration images (removes the systematic part of the rounding error)."),
     float_model: bool = typer.Option(False, "--float", help="Ship a float32 TFLite model instead of int8."),
-    max_drop: float = typer.Option(1.0, "--max-drop", min=0.0, help="Fail when int8 test accuracy is more than this many percentage points below float."),
+    max_drop: float = typer.Option(1.0, "--max-drop", min=0.0, help="Refuse the int8 model when its accuracy on the VALIDATION split is more than this many percentage points below float (the test split is only reported)."),
+    min_agreement: float = typer.Option(0.97, "--min-agreement", min=0.0, max=1.0, help="Refuse the int8 model when its top-1 answer equals float Keras' on fewer than this fraction of the validation images."),
     normalization: WhereNormalize = typer.Option(WhereNormalize.model, "--normalization", help="Where pixel normalisation happens: inside the model, or on the device (needs a leading Rescaling layer)."),
     edgetpu: bool = typer.Option(False, "--edgetpu", help="Also compile for the Coral Edge TPU (needs edgetpu_compiler); runs the pre-flight first."),
     edgetpu_check: bool = typer.Option(False, "--edgetpu-check", help="Print the Edge TPU pre-flight: which ops will run on the TPU, and where the graph falls back to the CPU."),
@@ -70,7 +71,7 @@ def convert(
 
     options = ConvertOptions(
         io=io.value, per_tensor=per_tensor, calibration_size=calibration_size, bias_correction=bias_correction,
-        float_model=float_model, max_drop=max_drop, normalization=normalization.value, edgetpu=edgetpu,
+        float_model=float_model, max_drop=max_drop, min_agreement=min_agreement, normalization=normalization.value, edgetpu=edgetpu,
         edgetpu_compiler=edgetpu_compiler, force=force, seed=seed, name=name,
     )
     result = convert_training_dir(source, output, options, progress=progress_bar)
@@ -78,9 +79,15 @@ def convert(
     typer.echo(result.comparison_text.rstrip())
     candidate = "float TFLite" if float_model else f"int8 ({io.value} I/O)"
     cand_key = "float_tflite_accuracy" if float_model else "int8_accuracy"
+    g = m["gate"]
     typer.echo(
-        f"accuracy    float Keras {m['float_accuracy']:.2%}, {candidate} {m[cand_key]:.2%} "
-        f"(drop {m['drop_pp']:+.2f} pp, limit {max_drop:g}); agreement {m['agreement']:.2%} on {m['test_images']} test images"
+        f"gate        validation: float Keras {g['float_accuracy']:.2%}, {candidate} {g[cand_key]:.2%} "
+        f"(drop {g['drop_pp']:+.2f} pp, limit {max_drop:g}), agreement {g['agreement']:.2%} (min {min_agreement:.0%}) "
+        f"on {g['images']} images: passed"
+    )
+    typer.echo(
+        f"test        float Keras {m['float_accuracy']:.2%}, {candidate} {m[cand_key]:.2%} "
+        f"(drop {m['drop_pp']:+.2f} pp), agreement {m['agreement']:.2%} on {m['test_images']} images (reported, not gated)"
     )
     sizes = result.sizes
     line = f"size        float TFLite {_kib(sizes['float_tflite_bytes'])}"

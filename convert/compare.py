@@ -1,4 +1,4 @@
-"""Measuring what conversion costs: float Keras vs int8 (and float) TFLite on the test split.
+"""Measuring what conversion costs: float Keras vs int8 (and float) TFLite on the val and test splits.
 
 TFLite models are run through :class:`edgeclass.device.classifier.Classifier`
 and :class:`edgeclass.device.preprocess.Preprocessor`, the code the Pi runs, so
@@ -20,6 +20,7 @@ from edgeclass.device.pipeline.classifier import Classifier
 from edgeclass.device.errors import EdgeclassError
 from edgeclass.device.bundle import InputSpec
 from edgeclass.device.pipeline.preprocess import Preprocessor
+from edgeclass.train.report import confusion_matrix
 
 from .progress import Progress, no_progress
 
@@ -47,13 +48,6 @@ def predict_tflite(model_path: Path, input_spec: InputSpec, output_spec: OutputS
     return out
 
 
-def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
-    """Rows: true class, columns: predicted class."""
-    matrix = np.zeros((num_classes, num_classes), np.int64)
-    np.add.at(matrix, (y_true, y_pred), 1)
-    return matrix
-
-
 @dataclass(frozen=True)
 class Comparison:
     """Top-1 accuracy of each model on the same images, against the reference."""
@@ -64,6 +58,7 @@ class Comparison:
     reference: str = "float"  # the Keras model
     candidate: str = "int8"  # the model that goes into the bundle
     confusion: dict = field(default_factory=dict)
+    split: str = "test"  # which split of the training directory the images are
 
     def accuracy(self, name: str) -> float:
         return float(np.mean(self.predictions[name] == self.y_true)) if len(self.y_true) else 0.0
@@ -98,28 +93,57 @@ class Comparison:
         out["agreement"] = round(self.agreement, 6)
         out["drop_pp"] = round(self.drop_pp, 3)
         out["compared"] = f"{self.candidate} TFLite vs float Keras"
-        out["split"] = "test"
-        out["test_images"] = int(len(self.y_true))
+        out["split"] = self.split
+        out[f"{self.split}_images"] = int(len(self.y_true))
         out["per_class"] = self.per_class()
         return out
 
 
-def compare(labels: Sequence[str], y_true: Sequence[int], scores: dict, candidate: str = "int8") -> Comparison:
+def compare(labels: Sequence[str], y_true: Sequence[int], scores: dict, candidate: str = "int8",
+            split: str = "test") -> Comparison:
     """Build a :class:`Comparison` from per-model score arrays (name -> (N, K))."""
     y = np.asarray(y_true, np.int64)
     predictions = {name: np.argmax(s, axis=1).astype(np.int64) if len(s) else np.zeros(0, np.int64)
                    for name, s in scores.items()}
     confusion = {name: confusion_matrix(y, p, len(labels)) for name, p in predictions.items()}
-    return Comparison(tuple(labels), y, predictions, candidate=candidate, confusion=confusion)
+    return Comparison(tuple(labels), y, predictions, candidate=candidate, confusion=confusion, split=split)
 
 
-def check_drop(comparison: Comparison, max_drop_pp: float, hint: str = "") -> None:
-    """Raise :class:`AccuracyDropError` when the candidate lost more than ``max_drop_pp`` points."""
-    drop = comparison.drop_pp
-    if drop > max_drop_pp:
-        ref, cand = comparison.accuracy(comparison.reference), comparison.accuracy(comparison.candidate)
+def check_gate(comparison: Comparison, max_drop_pp: float, min_agreement: float, hint: str = "") -> dict:
+    """Accept or refuse the candidate on ``comparison`` (the validation split); returns the verdict's record.
+
+    Two conditions, both needed: the candidate loses at most ``max_drop_pp``
+    accuracy points, and its top-1 answer equals float Keras' on at least
+    ``min_agreement`` of the images. Agreement is the sharper of the two: it
+    counts every image int8 changes, where accuracy lets a lost image and a
+    gained one cancel. Raises :class:`AccuracyDropError` when either fails.
+    """
+    n = len(comparison.y_true)
+    drop, agreement = comparison.drop_pp, comparison.agreement
+    record = {
+        "split": comparison.split, "images": n,
+        "float_accuracy": round(comparison.accuracy(comparison.reference), 6),
+        f"{comparison.candidate}_accuracy": round(comparison.accuracy(comparison.candidate), 6),
+        "drop_pp": round(drop, 3), "agreement": round(agreement, 6),
+        "max_drop_pp": max_drop_pp, "min_agreement": min_agreement,
+        "one_image_pp": round(100.0 / n, 3) if n else None,
+    }
+    ref, cand = comparison.accuracy(comparison.reference), comparison.accuracy(comparison.candidate)
+    drop_fails, agreement_fails = drop > max_drop_pp + 1e-9, agreement < min_agreement - 1e-9
+    record["passed"] = not (drop_fails or agreement_fails)
+    if not record["passed"]:
+        # Both figures, whichever failed: the one that passed tells how far off the other is.
+        accuracy = (f"accuracy {cand:.2%} is {drop:.2f} points below float {ref:.2%} "
+                    + (f"(more than --max-drop {max_drop_pp:g})" if drop_fails else f"(within --max-drop {max_drop_pp:g})"))
+        agrees = (f"top-1 agreement with float is {agreement:.2%} "
+                  + (f"(below --min-agreement {min_agreement:.0%})" if agreement_fails
+                     else f"(at least --min-agreement {min_agreement:.0%})"))
         raise AccuracyDropError(
-            f"{comparison.candidate} accuracy {cand:.2%} is {drop:.2f} points below float {ref:.2%} on "
-            f"{len(comparison.y_true)} test images, more than --max-drop {max_drop_pp:g}; no bundle written"
+            f"{comparison.candidate} on the {n} {_split_name(comparison.split)} images: {accuracy}; {agrees}; no bundle written"
             + (f" ({hint})" if hint else "")
         )
+    return record
+
+
+def _split_name(split: str) -> str:
+    return {"val": "validation"}.get(split, split)

@@ -12,7 +12,6 @@ Imports TensorFlow: only the conversion command loads this module.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -20,11 +19,12 @@ from typing import Callable, Iterator
 import numpy as np
 
 from edgeclass.device.errors import EdgeclassError
+from edgeclass.train.quiet import native_output_to_debug_log, quiet_tensorflow_logs
 
 from .progress import Progress, no_progress
 
 log = logging.getLogger(__name__)
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ chatter off the user's terminal
+quiet_tensorflow_logs()  # TensorFlow's C++ chatter only with -v: set before TensorFlow loads
 # TensorFlow logs "Assets written to ..." at INFO through Python logging; the CLI runs at INFO.
 logging.getLogger("tensorflow").setLevel(logging.WARNING)
 
@@ -123,7 +123,8 @@ def convert_float(saved_model: Path) -> bytes:
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
-    return converter.convert()
+    with native_output_to_debug_log("TFLite converter"):
+        return converter.convert()
 
 
 def convert_int8(saved_model: Path, calibration: np.ndarray, io: str = "uint8", per_tensor: bool = False,
@@ -149,7 +150,8 @@ def convert_int8(saved_model: Path, calibration: np.ndarray, io: str = "uint8", 
         converter._experimental_disable_per_channel = True
     converter.representative_dataset = _representative(calibration, normalization, progress)
     try:
-        return converter.convert()
+        with native_output_to_debug_log("TFLite converter"):
+            return converter.convert()
     except Exception as exc:  # the MLIR converter raises ConverterError, RuntimeError, ValueError
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConversionError(f"int8 conversion failed: {first}") from exc

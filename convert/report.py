@@ -1,8 +1,10 @@
 """The conversion report that travels in the bundle's ``report/`` folder.
 
 ``metrics.json`` (the same figures as bundle.json's ``metrics`` plus the
-confusion matrices), ``comparison.txt`` (a table a human reads), and
-``confusion.png`` (float and quantized confusion matrices side by side).
+confusion matrices, and the validation split the gate decided on),
+``comparison.txt`` (the tables a human reads: validation, then test), and
+``confusion.png`` / ``confusion_val.png`` (float and quantized confusion
+matrices side by side, test and validation).
 """
 
 from __future__ import annotations
@@ -11,30 +13,36 @@ import json
 import logging
 from pathlib import Path
 
-import numpy as np
-
 from .compare import Comparison
 
 log = logging.getLogger(__name__)
 
 
-def write_report(report_dir: Path, comparison: Comparison, metrics: dict, extra: dict | None = None) -> Path:
-    """Write the report files into ``report_dir`` (created) and return it."""
+def write_report(report_dir: Path, comparison: Comparison, metrics: dict, extra: dict | None = None,
+                 validation: Comparison | None = None, text: str | None = None) -> Path:
+    """Write the report files into ``report_dir`` (created) and return it.
+
+    ``comparison`` is the test split (reported); ``validation`` the split the gate decided on.
+    """
     report_dir.mkdir(parents=True, exist_ok=True)
     payload = {**metrics, "confusion_matrices": {k: v.tolist() for k, v in comparison.confusion.items()},
                "labels": list(comparison.labels), **(extra or {})}
+    if validation is not None:
+        payload["validation"] = {**validation.metrics(),
+                                 "confusion_matrices": {k: v.tolist() for k, v in validation.confusion.items()}}
+        plot_confusions(validation, report_dir / "confusion_val.png")
     (report_dir / "metrics.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    (report_dir / "comparison.txt").write_text(comparison_table(comparison), encoding="utf-8")
+    (report_dir / "comparison.txt").write_text(text or comparison_table(comparison), encoding="utf-8")
     plot_confusions(comparison, report_dir / "confusion.png")
     return report_dir
 
 
-def comparison_table(comparison: Comparison) -> str:
+def comparison_table(comparison: Comparison, title: str | None = None) -> str:
     """Per-class accuracy of every model and the candidate's delta, as plain text."""
     names = list(comparison.predictions)
     width = max([len(label) for label in comparison.labels] + [9])
     head = f"{'class':<{width}}  {'images':>6}  " + "  ".join(f"{n:>12}" for n in names) + f"  {'delta (pp)':>10}"
-    lines = [head, "-" * len(head)]
+    lines = ([title] if title else []) + [head, "-" * len(head)]
     for label, row in comparison.per_class().items():
         cells = "  ".join(f"{_pct(row[f'{n}_accuracy']):>12}" for n in names)
         delta = "" if row["delta_pp"] is None else f"{row['delta_pp']:+.2f}"
@@ -51,29 +59,9 @@ def _pct(value) -> str:
 
 
 def plot_confusions(comparison: Comparison, path: Path) -> None:
-    """Float and candidate confusion matrices side by side (row-normalised colours, counts written)."""
-    import matplotlib
+    """Float and candidate confusion matrices side by side (the trainer's plot, two panels)."""
+    from edgeclass.train.report import plot_confusion_matrices
 
-    matplotlib.use("Agg")  # no display on a build server or over ssh
-    import matplotlib.pyplot as plt
-
-    names = [comparison.reference, comparison.candidate]
-    k = len(comparison.labels)
-    size = max(4.0, 0.5 * k + 2)
-    fig, axes = plt.subplots(1, 2, figsize=(2 * size, size), constrained_layout=True)
-    for ax, name in zip(axes, names):
-        matrix = comparison.confusion[name]
-        rows = matrix.sum(axis=1, keepdims=True)
-        ax.imshow(np.divide(matrix, rows, out=np.zeros(matrix.shape, float), where=rows > 0), cmap="Blues", vmin=0, vmax=1)
-        ax.set_title(f"{name}: {comparison.accuracy(name):.2%}")
-        ax.set_xticks(range(k), comparison.labels, rotation=45, ha="right")
-        ax.set_yticks(range(k), comparison.labels)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        if k <= 30:  # counts become unreadable beyond that
-            for i in range(k):
-                for j in range(k):
-                    ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=8,
-                            color="white" if rows[i, 0] and matrix[i, j] / rows[i, 0] > 0.5 else "black")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    panels = [(f"{name} ({comparison.split}): {comparison.accuracy(name):.2%}", comparison.confusion[name])
+              for name in (comparison.reference, comparison.candidate)]
+    plot_confusion_matrices(panels, list(comparison.labels), path)

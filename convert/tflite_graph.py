@@ -23,7 +23,8 @@ _SCHEMA_MODULES = ("ai_edge_litert.schema_py_generated", "tensorflow.lite.python
 _TFLITE_MAGIC = b"TFL3"
 
 
-def _schema():
+def schema():
+    """The TFLite flatbuffer schema module (object and table API), from ai_edge_litert or TensorFlow."""
     for name in _SCHEMA_MODULES:
         try:
             return importlib.import_module(name)
@@ -109,15 +110,15 @@ def parse_graph(buf: bytes | bytearray, path: str | Path) -> Graph:
     path = Path(path)
     if len(buf) < 8 or buf[4:8] != _TFLITE_MAGIC:
         raise ModelError(f"{path}: not a TFLite flatbuffer (no 'TFL3' identifier)")
-    schema = _schema()
+    schema_module = schema()
     try:
-        model = schema.ModelT.InitFromPackedBuf(buf, 0)
+        model = schema_module.ModelT.InitFromPackedBuf(buf, 0)
     except Exception as exc:  # a corrupt flatbuffer raises anything from IndexError to struct.error
         raise ModelError(f"{path}: damaged TFLite flatbuffer ({type(exc).__name__}: {exc})") from None
     if not model.subgraphs:
         raise ModelError(f"{path}: the model has no subgraph")
-    op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    type_names = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    op_names = {v: k for k, v in vars(schema_module.BuiltinOperator).items() if not k.startswith("_")}
+    type_names = {v: k.lower() for k, v in vars(schema_module.TensorType).items() if not k.startswith("_")}
     type_names.update({0: "float32", 1: "float16", 10: "float64"})
     buffers = model.buffers or []
     sub = model.subgraphs[0]

@@ -8,14 +8,28 @@ Measured on a 640x480 MJPEG video written here (what a USB webcam delivers):
 - naive_fps: the sequential loop most camera examples use (read, convert,
   resize, invoke, print), for comparison;
 - preprocess_ms: :class:`Preprocessor` on one 640x480 frame;
+- frame_checks_ms: the capture thread's checks on one 640x480 frame (blank,
+  and frozen: compared with the previous picture), for two different frames
+  (a working camera) and for two identical ones (the full comparison);
 - first_result_s: from starting the ``edgeclass run`` process to its first result line;
 - peak_rss_mb: that process's peak resident memory.
+
+With ``outputs=True`` (``bench --outputs``) the same pipeline also runs with
+the HTTP output on (and MQTT with ``--mqtt URL``), alternating with plain
+runs so all three are measured under the same machine load:
+
+- pipeline_fps_outputs_idle: outputs on, nobody watching (target >= 0.97 of pipeline_fps);
+- pipeline_fps_outputs: outputs on and one MJPEG viewer connected throughout (target >= 0.90);
+- peak_rss_mb_outputs: the process with a viewer (target <= 150 MB);
+- viewer_frames / viewer_fps: JPEG frames the viewer received, and their rate.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,6 +42,7 @@ import numpy as np
 
 from .bundle import load_bundle
 from .errors import EdgeclassError
+from .pipeline.capture import is_blank, same_picture
 from .pipeline.classifier import EdgeTPU, open_classifier
 from .pipeline.preprocess import Preprocessor
 
@@ -87,14 +102,72 @@ def _naive_fps(video: Path, bundle, threads: int) -> float:
     return frames / (time.perf_counter() - start)
 
 
-def _pipeline(video: Path, bundle_path: Path, threads: int) -> dict:
-    """Run ``edgeclass run`` as a fresh process; time to first line, fps, peak RSS."""
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class _Viewer(threading.Thread):
+    """One browser's worth of MJPEG: connects as soon as the port listens, reads every part until the end."""
+
+    def __init__(self, port: int, proc: subprocess.Popen) -> None:
+        super().__init__(name="bench-viewer", daemon=True)
+        self.port, self.proc = port, proc
+        self.frames = 0
+        self.first_at: float | None = None
+        self.last_at: float | None = None
+
+    def run(self) -> None:
+        import http.client
+
+        while self.proc.poll() is None:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+                conn.request("GET", "/stream.mjpg")
+                response = conn.getresponse()
+                break
+            except OSError:
+                time.sleep(0.002)
+        else:
+            return
+        try:
+            while True:
+                line = response.fp.readline()
+                if not line:
+                    return
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+                    response.fp.readline()
+                    if len(response.fp.read(length)) < length:
+                        return
+                    self.frames += 1
+                    self.last_at = time.perf_counter()
+                    self.first_at = self.first_at or self.last_at
+        except OSError:
+            return
+        finally:
+            conn.close()
+
+    @property
+    def fps(self) -> float:
+        if self.frames < 2:
+            return 0.0
+        return (self.frames - 1) / (self.last_at - self.first_at)
+
+
+def _pipeline(video: Path, bundle_path: Path, threads: int, extra: tuple[str, ...] = (), viewer_port: int | None = None) -> dict:
+    """Run ``edgeclass run`` as a fresh process; time to first line, fps, peak RSS (and the viewer's figures)."""
     summary = Path(tempfile.mkstemp(suffix=".json")[1])
     cmd = [sys.executable, "-m", "edgeclass.device.cli", "run", "--bundle", str(bundle_path), "--source", str(video),
            "--format", "jsonl", "--emit", "all", "--threads", str(threads), "--edgetpu", "off",
-           "--summary-json", str(summary)]
+           "--summary-json", str(summary), *extra]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    viewer = None
+    if viewer_port is not None:
+        viewer = _Viewer(viewer_port, proc)
+        viewer.start()
     first_line_at: list[float] = []
     lines = 0
     stderr_chunks: list[str] = []
@@ -115,11 +188,55 @@ def _pipeline(video: Path, bundle_path: Path, threads: int) -> dict:
     result["first_result_s"] = round(first_line_at[0], 3) if first_line_at else None
     result["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)  # Linux reports KiB
     result["lines"] = lines
+    if viewer is not None:
+        viewer.join(5)
+        result["viewer_frames"], result["viewer_fps"] = viewer.frames, round(viewer.fps, 1)
     return result
 
 
+def _outputs_args(port: int, mqtt: str | None) -> tuple[str, ...]:
+    args = ("--http", f"127.0.0.1:{port}")
+    if mqtt is None:
+        return args
+    from .outputs.factory import REGISTRY
+
+    if "mqtt" not in REGISTRY:
+        raise EdgeclassError("--mqtt: this edgeclass has no MQTT output; install a version with [mqtt] support")
+    return (*args, "--mqtt", mqtt)
+
+
+def _with_outputs(video: Path, bundle_path: Path, threads: int, repeat: int, mqtt: str | None,
+                  say: Callable[[str], None]) -> dict:
+    """Plain, outputs-on and outputs-plus-viewer runs, alternated ``repeat`` times; the medians."""
+    plain, idle, watched = [], [], []
+    for i in range(repeat):
+        plain.append(_pipeline(video, bundle_path, threads))
+        port = _free_port()
+        idle.append(_pipeline(video, bundle_path, threads, _outputs_args(port, mqtt)))
+        port = _free_port()
+        watched.append(_pipeline(video, bundle_path, threads, _outputs_args(port, mqtt), viewer_port=port))
+        say(f"round {i + 1}/{repeat}: pipeline {plain[-1]['fps']:.1f} fps, outputs on {idle[-1]['fps']:.1f}, "
+            f"with a viewer {watched[-1]['fps']:.1f} ({watched[-1]['viewer_frames']} JPEG frames received)")
+    median = lambda runs, key: statistics.median(r[key] for r in runs)  # noqa: E731
+    base = median(plain, "fps")
+    return {
+        "pipeline_fps": round(base, 1),
+        "pipeline_fps_outputs_idle": round(median(idle, "fps"), 1),
+        "pipeline_fps_outputs": round(median(watched, "fps"), 1),
+        "outputs_idle_over_pipeline": round(median(idle, "fps") / base, 3),
+        "outputs_over_pipeline": round(median(watched, "fps") / base, 3),
+        "peak_rss_mb_outputs": max(r["peak_rss_mb"] for r in watched),
+        "viewer_frames": int(median(watched, "viewer_frames")),
+        "viewer_fps": round(median(watched, "viewer_fps"), 1),
+        "outputs": "http" + ("+mqtt" if mqtt else ""),
+        "repeat": repeat,
+        "_plain": plain[0],
+    }
+
+
 def run_benchmark(bundle_path: Path, frames: int = 600, threads: int | None = None, workdir: Path | None = None,
-                  progress: Callable[[str], None] | None = None) -> dict:
+                  progress: Callable[[str], None] | None = None, outputs: bool = False, mqtt: str | None = None,
+                  repeat: int = 1) -> dict:
     """All figures as one dict (see the module docstring)."""
     say = progress or (lambda _msg: None)
     cores = os.cpu_count() or 1
@@ -138,6 +255,12 @@ def run_benchmark(bundle_path: Path, frames: int = 600, threads: int | None = No
         i = iter(range(10**9))
         preprocess_ms = 1000.0 / _rate(lambda: preprocess(sample[next(i) % 10]), 1.0)
         say(f"preprocess      {preprocess_ms:.3f} ms per 640x480 frame")
+        j = iter(range(10**9))
+        checks_ms = 1000.0 / _rate(lambda: (is_blank(sample[(k := next(j)) % 10]),
+                                            same_picture(sample[k % 10], sample[(k + 1) % 10])), 1.0)
+        twin = sample[0].copy()
+        identical_ms = 1000.0 / _rate(lambda: (is_blank(sample[0]), same_picture(sample[0], twin)), 1.0)
+        say(f"frame checks    {checks_ms:.3f} ms per frame (blank + frozen; {identical_ms:.3f} ms for identical frames)")
 
         classifier = open_classifier(bundle, num_threads=threads, edgetpu=EdgeTPU.OFF)
         tensor = preprocess(sample[0])
@@ -148,7 +271,13 @@ def run_benchmark(bundle_path: Path, frames: int = 600, threads: int | None = No
         naive_fps = _naive_fps(video, bundle, threads)
         say(f"naive loop      {naive_fps:.1f} fps (read, convert, resize, invoke, print in sequence)")
 
-        pipe = _pipeline(video, Path(bundle_path), threads)
+        with_outputs = None
+        if outputs:
+            with_outputs = _with_outputs(video, Path(bundle_path), threads, repeat, mqtt, say)
+            pipe = with_outputs.pop("_plain")
+            pipe["fps"] = with_outputs["pipeline_fps"]  # the median of the plain runs
+        else:
+            pipe = _pipeline(video, Path(bundle_path), threads)
         say(f"pipeline        {pipe['fps']:.1f} fps ({pipe['frames']} frames through edgeclass run)")
         say(f"first result    {pipe['first_result_s']:.2f} s from process start")
         say(f"peak RSS        {pipe['peak_rss_mb']:.0f} MB")
@@ -163,10 +292,19 @@ def run_benchmark(bundle_path: Path, frames: int = 600, threads: int | None = No
         "pipeline_over_invoke": round(pipe["fps"] / invoke_fps, 3),
         "pipeline_over_naive": round(pipe["fps"] / naive_fps, 3),
         "preprocess_ms": round(preprocess_ms, 3),
+        "frame_checks_ms": round(checks_ms, 4),
+        "frame_checks_identical_ms": round(identical_ms, 4),
         "first_result_s": pipe["first_result_s"],
         "peak_rss_mb": pipe["peak_rss_mb"],
         "latency_ms_p50": pipe["latency_ms_p50"],
         "latency_ms_p95": pipe["latency_ms_p95"],
     }
     say(f"pipeline / invoke {results['pipeline_over_invoke']:.3f}, pipeline / naive {results['pipeline_over_naive']:.3f}")
+    if with_outputs is not None:
+        results.update(with_outputs)
+        say(f"outputs on ({with_outputs['outputs']}), no viewer: {with_outputs['pipeline_fps_outputs_idle']:.1f} fps "
+            f"({with_outputs['outputs_idle_over_pipeline']:.3f} of the pipeline; target 0.97)")
+        say(f"outputs on, one MJPEG viewer: {with_outputs['pipeline_fps_outputs']:.1f} fps "
+            f"({with_outputs['outputs_over_pipeline']:.3f}; target 0.90), viewer got {with_outputs['viewer_frames']} "
+            f"frames at {with_outputs['viewer_fps']:.1f} fps, peak RSS {with_outputs['peak_rss_mb_outputs']:.0f} MB (target 150)")
     return results

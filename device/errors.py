@@ -4,6 +4,17 @@ The CLI prints ``str(error)`` and exits non-zero without a traceback; anything
 that is not an :class:`EdgeclassError` is a bug and keeps its traceback.
 """
 
+import re
+
+# C0/C1 control characters: text read from a bundle (labels, its name) or any
+# other file must not move a terminal's cursor or change its colours.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters replaced by ``?``, safe to print on a terminal."""
+    return _CONTROL.sub("?", str(text))
+
 
 class EdgeclassError(Exception):
     """A problem with the user's input or environment, explained in one line."""
@@ -21,6 +32,15 @@ class ModelError(EdgeclassError):
 
 class SourceError(EdgeclassError):
     """A frame source cannot be opened, or stopped delivering frames for good."""
+
+
+class SourceMissing(SourceError):
+    """A frame source that does not exist (yet): a camera not plugged in, a path not there.
+
+    Unlike a file that exists but cannot be read, it may appear by itself (a
+    USB camera enumerating at boot, a udev link, a share being mounted), so a
+    run that waits for its source retries it.
+    """
 
 
 class ImageError(EdgeclassError):

@@ -7,7 +7,6 @@ TensorFlow, Keras and matplotlib load inside the commands.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -22,10 +21,24 @@ class MissingDependency(EdgeclassError):
     """A workstation dependency is not installed."""
 
 
+def _check_tensorflow_installed() -> None:
+    """Fail with one line when TensorFlow is not installed, without importing it (a Pi has only the device extra)."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec("tensorflow") is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise MissingDependency(NO_TENSORFLOW)
+
+
 def _require_tensorflow() -> None:
     """Fail with one line (not an ImportError traceback) when TensorFlow is missing."""
-    # TensorFlow's C++ start-up chatter (CUDA probing, instruction-set notices) is not for users.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow's C++ start-up chatter (CUDA probing, instruction-set notices, oneDNN) only with -v.
+    from .quiet import quiet_tensorflow_logs
+
+    quiet_tensorflow_logs()
     try:
         import tensorflow  # noqa: F401  (the command needs it next anyway)
     except ImportError:
@@ -63,11 +76,13 @@ def train_command(
     augment: str = typer.Option("default", help="none, default, or a list like flip,rotation=0.05,zoom=0.15,brightness=0.15,contrast=0.15."),
     class_weights: str = typer.Option("auto", "--class-weights", help="auto (on when the largest class is 1.5x the smallest), on or off."),
     split: str = typer.Option("0.8,0.1,0.1", help="train,val,test fractions for a folder-per-class dataset."),
-    seed: int = typer.Option(42, help="Seed for the split, shuffling, augmentation and initialisation."),
+    seed: int = typer.Option(42, help="Seed for the split (each photo's split is a hash of the seed and its content), shuffling, augmentation and initialisation."),
     minimalistic: bool = typer.Option(True, "--minimalistic/--no-minimalistic", help="MobileNetV3 only: the Edge-TPU-friendly variant (no hard-swish)."),
     mixed_precision: str = typer.Option("auto", "--mixed-precision", help="auto (on with a GPU), on or off."),
     workers: int = typer.Option(0, help="Image decoding threads; 0 = one per CPU core."),
     check_only: bool = typer.Option(False, "--check-only", help="Scan and audit the dataset, print the audit and exit."),
+    since: Optional[Path] = typer.Option(None, "--since", help="An earlier training directory: keep its photos in the splits it had them in, and report which photos are new and that its test photos are still test photos."),
+    refuse_leakage: bool = typer.Option(False, "--refuse-leakage", help="Stop when a picture (or a near-duplicate of it) is in more than one of the dataset's train/val/test folders."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in OUTPUT from its last completed epoch (uses its saved settings)."),
     force: bool = typer.Option(False, "--force", help="Replace a previous run's files in OUTPUT."),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write a TensorBoard log to OUTPUT/logs/tensorboard."),
@@ -103,15 +118,20 @@ def train_command(
     if check_only:
         from .run import check_dataset
 
-        check_dataset(config)
+        check_dataset(config, since=since, refuse_leakage=refuse_leakage)
         return
     if output is None:
         raise EdgeclassError("missing -o/--output: the training directory to write (e.g. -o runs/flowers)")
-    _require_tensorflow()
-    from .run import train
+    if since is not None and resume:
+        raise EdgeclassError("--since applies when a run starts; --resume continues with the split the run started with")
+    from .run import check_before_training, train
 
+    _check_tensorflow_installed()  # first: on a device install that is the message that helps
+    check_before_training(config, output, resume=resume, force=force, since=since)
+    _require_tensorflow()
     try:
-        metrics = train(config, output, resume=resume, force=force, tensorboard=tensorboard)
+        metrics = train(config, output, resume=resume, force=force, tensorboard=tensorboard, since=since,
+                        refuse_leakage=refuse_leakage)
     except KeyboardInterrupt:
         typer.echo(f"interrupted: continue with 'edgeclass train --resume -o {output} {data_dir}'", err=True)
         raise typer.Exit(130) from None

@@ -7,7 +7,7 @@ Two layouts are accepted::
                                                missing: carved from train)
 
 :func:`scan` reads every file once (in parallel threads: OpenCV and hashlib
-release the GIL), hashes it for duplicate detection, describes its header,
+release the GIL), hashes it for duplicate detection, checks and describes it with Pillow,
 decodes it with the device's decoder and resizes it with the device's resize
 into a uint8 cache, so the network trains on exactly the pixels the Pi will
 feed it. The user's files are only ever read.
@@ -30,6 +30,7 @@ from edgeclass.device.bundle import ResizePolicy
 from edgeclass.device.pipeline.preprocess import resize_image
 
 from .imageinfo import ImageInfo, inspect_image, needs_handling
+from .near_duplicates import perceptual_hash
 from .progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -68,13 +69,14 @@ class Layout:
 
 @dataclass
 class Record:
-    """One file after :func:`scan`: its hash, header facts, and whether it decoded."""
+    """One file after :func:`scan`: its hash, Pillow's description, and whether it decoded."""
 
     item: Item
     size: int = 0
     sha256: str = ""
     info: ImageInfo | None = None
     error: str | None = None  # why the file is skipped (unreadable, truncated)
+    phash: int | None = None  # perceptual hash of the decoded image (near-duplicate detection)
 
     @property
     def ok(self) -> bool:
@@ -82,12 +84,14 @@ class Record:
 
     def to_json(self) -> dict:
         return {"path": self.item.rel, "label": self.item.label, "split": self.item.split, "size": self.size,
-                "sha256": self.sha256, "info": list(self.info) if self.info else None, "error": self.error}
+                "sha256": self.sha256, "info": list(self.info) if self.info else None, "error": self.error,
+                "phash": None if self.phash is None else f"{self.phash:016x}"}
 
     @classmethod
     def from_json(cls, data: dict) -> "Record":
         info = ImageInfo(*data["info"]) if data.get("info") else None
-        return cls(Item(data["path"], data["label"], data.get("split")), data["size"], data["sha256"], info, data["error"])
+        phash = int(data["phash"], 16) if data.get("phash") else None
+        return cls(Item(data["path"], data["label"], data.get("split")), data["size"], data["sha256"], info, data["error"], phash)
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -167,13 +171,14 @@ def scan(
     description: str = "scanning",
     decode: bool = True,
 ) -> list[Record]:
-    """Read, hash, describe and decode every file, with a progress bar.
+    """Read, hash, check (with Pillow) and decode every file, with a progress bar.
 
     When ``cache`` (an ``(N, H, W, 3)`` uint8 array, e.g. a memmap) is given,
     row ``i`` receives ``layout.items[i]`` decoded by the device decoder and
     resized by ``resize_image(rgb, H, W, policy)``. Unreadable or truncated
     files are recorded with an ``error`` and left out of training, never touched.
-    ``decode=False`` only reads, hashes and describes (to check a saved scan).
+    Each decoded image also gets its perceptual hash (near-duplicate groups).
+    ``decode=False`` only reads and hashes (to check a saved scan).
     """
     if cache is not None and size is None:
         size = cache.shape[1:3]
@@ -190,18 +195,19 @@ def scan(
             return record
         record.size = len(data)
         record.sha256 = hashlib.sha256(data).hexdigest()
-        record.info = inspect_image(data)
-        if record.info.truncated:
-            record.error = f"truncated {record.info.format.upper()} (ends before its end-of-image marker)"
-            return record
         if not decode:
             return record
+        record.info = inspect_image(data)
+        if record.info.truncated:
+            record.error = f"truncated {record.info.format.upper()} (the file ends before the image data does)"
+            return record
         try:
-            # decode_image is the body of edgeclass.device.images.load_image: same decoder, same result.
+            # decode_image is the body of edgeclass.device.pipeline.images.load_image: same decoder, same result.
             rgb = decode_image(data, str(path))
         except ImageError:
             record.error = "not a readable image (corrupt or unsupported format)"
             return record
+        record.phash = perceptual_hash(rgb)
         if cache is not None:
             cache[i] = resize_image(rgb, size[0], size[1], policy)
         return record

@@ -1,93 +1,113 @@
-"""What an image file is, read from its header bytes: for the dataset audit.
+"""What an image file is, as Pillow reads it: for the dataset audit.
 
-Decoding is :func:`edgeclass.device.images.load_image`'s job (it already
-applies EXIF rotation, expands grayscale, scales 16-bit and composites alpha);
-this module only *describes* files so the audit can say how many needed that
-handling, and catches truncated files that OpenCV would otherwise decode
-silently with a grey bottom half (libjpeg only prints a warning).
+Decoding for training is :func:`edgeclass.device.pipeline.images.decode_image`'s job
+(it applies EXIF rotation, expands grayscale, scales 16-bit and composites
+alpha, exactly as on the Pi); this module only *describes* files, so the
+audit can say how many needed that handling, and it finds truncated files,
+which a decoder would otherwise fill with grey without complaint.
+
+Pillow decodes every file completely (at 1/8 scale for JPEG, which still reads
+all of the compressed data) and reports a file that ends early. A JPEG
+without its final end-of-image marker is a special case: some cameras and
+editors write them, and all their pixels are there. Such a file is decoded
+again with the marker appended; it is truncated only if its last rows come
+out as the flat grey libjpeg substitutes for missing data.
 """
 
 from __future__ import annotations
 
-import struct
+import io
+import warnings
 from typing import NamedTuple
+
+import numpy as np
+
+JPEG_EOI = b"\xff\xd9"
+_EXIF_ORIENTATION = 0x0112
+_MODES = {"L": "gray", "LA": "gray+alpha", "La": "gray+alpha", "RGB": "rgb", "RGBA": "rgba", "RGBa": "rgba",
+          "CMYK": "cmyk", "P": "palette", "PA": "palette", "1": "gray", "I": "gray", "I;16": "gray",
+          "I;16B": "gray", "I;16L": "gray", "YCbCr": "rgb", "LAB": "rgb"}
 
 
 class ImageInfo(NamedTuple):
-    """Header facts about one encoded image (``None`` when unknown)."""
+    """Facts about one encoded image (``None`` when unknown)."""
 
-    format: str  # "jpeg", "png" or "other"
+    format: str  # "jpeg", "png", ... as Pillow names it, or "other"
     mode: str | None  # "gray", "rgb", "rgba", "gray+alpha", "cmyk", "palette"
     bits: int | None  # bits per channel
     exif_orientation: int | None  # 1 = upright; 2..8 need a flip/rotation
     truncated: bool
+    missing_eoi: bool = False  # a complete JPEG without its end-of-image marker
 
 
 def inspect_image(data: bytes) -> ImageInfo:
-    """Describe encoded image bytes; never raises (unknown fields are ``None``)."""
+    """Describe encoded image bytes with Pillow; never raises (an unknown format is ``"other"``)."""
+    from PIL import Image, UnidentifiedImageError
+
     try:
-        if data[:3] == b"\xff\xd8\xff":
-            return _inspect_jpeg(data)
-        if data[:8] == b"\x89PNG\r\n\x1a\n":
-            return _inspect_png(data)
-    except (struct.error, IndexError, ValueError):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow warns about odd EXIF and huge images; the audit only describes
+            image = Image.open(io.BytesIO(data))
+            fmt = (image.format or "other").lower()
+            mode = _MODES.get(image.mode)
+            bits = _bits(image)
+            orientation = _orientation(image)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         return ImageInfo("other", None, None, None, False)
-    return ImageInfo("other", None, None, None, False)
+    truncated = not _decodes(data)
+    missing_eoi = False
+    if truncated and fmt == "jpeg" and not data.endswith(JPEG_EOI):
+        missing_eoi = _complete_without_eoi(data)
+        truncated = not missing_eoi
+    return ImageInfo(fmt, mode, bits, orientation, truncated, missing_eoi)
 
 
-def _inspect_jpeg(data: bytes) -> ImageInfo:
-    mode = bits = orientation = None
-    pos = 2
-    while pos + 4 <= len(data):
-        if data[pos] != 0xFF:
-            break
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-            pos += 2
-            continue
-        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
-        segment = data[pos + 4 : pos + 2 + length]
-        if marker == 0xE1 and segment[:6] == b"Exif\x00\x00" and orientation is None:
-            orientation = _exif_orientation(segment[6:])
-        elif 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # SOFn
-            bits = segment[0]
-            components = segment[5]
-            mode = {1: "gray", 3: "rgb", 4: "cmyk"}.get(components)
-        elif marker == 0xDA:  # start of scan: the headers are over
-            break
-        pos += 2 + length
-    # Entropy-coded data escapes 0xFF as 0xFF00, so the end-of-image marker only
-    # appears as a real marker. The last one must come after the last start of
-    # scan (an EXIF thumbnail carries its own SOS/EOI pair earlier in the file).
-    truncated = data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda")
-    return ImageInfo("jpeg", mode, bits, orientation, truncated)
+def _bits(image) -> int:
+    if image.mode.startswith("I;16") or image.mode == "I":
+        return 16
+    # A 16-bit RGB(A) PNG opens as mode RGB; its decoder's raw mode says 16 bits ("RGB;16B").
+    rawmode = image.tile[0].args if image.tile else None
+    if isinstance(rawmode, tuple):
+        rawmode = rawmode[0] if rawmode else None
+    return 16 if isinstance(rawmode, str) and ";16" in rawmode else 8
 
 
-def _exif_orientation(tiff: bytes) -> int | None:
-    order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
-    if order is None:
+def _orientation(image) -> int | None:
+    try:
+        value = image.getexif().get(_EXIF_ORIENTATION)
+    except Exception:  # a damaged EXIF block: the orientation is unknown, the image may still be fine
         return None
-    (ifd,) = struct.unpack(order + "I", tiff[4:8])
-    (count,) = struct.unpack(order + "H", tiff[ifd : ifd + 2])
-    for i in range(count):
-        entry = tiff[ifd + 2 + 12 * i : ifd + 14 + 12 * i]
-        tag, _type, _n = struct.unpack(order + "HHI", entry[:8])
-        if tag == 0x0112:
-            return struct.unpack(order + "H", entry[8:10])[0]
-    return None
+    return int(value) if isinstance(value, int) else None
 
 
-_PNG_MODES = {0: "gray", 2: "rgb", 3: "palette", 4: "gray+alpha", 6: "rgba"}
+def _decodes(data: bytes) -> bool:
+    """True when Pillow decodes every byte of the image without running out of data."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            image = Image.open(io.BytesIO(data))
+            if image.format == "JPEG":
+                image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
+            image.load()
+    except (OSError, ValueError, SyntaxError):
+        return False
+    return True
 
 
-def _inspect_png(data: bytes) -> ImageInfo:
-    # IHDR is always the first chunk: width, height, bit depth, colour type.
-    bits, colour = data[24], data[25]
-    truncated = b"IEND" not in data[-32:]
-    return ImageInfo("png", _PNG_MODES.get(colour), bits, None, truncated)
+def _complete_without_eoi(data: bytes) -> bool:
+    """A JPEG lacking only its end marker decodes with the marker added and no grey fill at the bottom."""
+    from PIL import Image
+
+    try:
+        image = Image.open(io.BytesIO(data + JPEG_EOI))
+        image.load()
+        bottom = np.asarray(image.convert("RGB"))[-8:]
+    except (OSError, ValueError, SyntaxError):
+        return False
+    # libjpeg decodes missing blocks as all-zero coefficients: exactly (128, 128, 128) everywhere.
+    return not bool(np.all(bottom == 128))
 
 
 def needs_handling(info: ImageInfo) -> list[str]:
@@ -105,4 +125,6 @@ def needs_handling(info: ImageInfo) -> list[str]:
         tags.append("16-bit")
     if info.exif_orientation not in (None, 1):
         tags.append("exif-rotated")
+    if info.missing_eoi:
+        tags.append("no end-of-image marker")
     return tags

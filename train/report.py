@@ -94,24 +94,32 @@ def _pyplot():
 
 
 def plot_confusion(metrics: dict, path: Path) -> None:
-    """Confusion matrix PNG: counts, with rows normalised for the colour (recall per class)."""
+    """Confusion matrix PNG of one evaluation (``metrics`` from :func:`compute_metrics`)."""
+    title = f"accuracy {metrics['accuracy']:.3f} on {metrics['num_images']} images"
+    plot_confusion_matrices([(title, np.asarray(metrics["confusion_matrix"]))], metrics["labels"], path)
+
+
+def plot_confusion_matrices(panels: list[tuple[str, np.ndarray]], labels, path: Path) -> None:
+    """Confusion matrices side by side, one panel per ``(title, matrix)``: counts written in the
+    cells, colours normalised per row (the recall of each true class). Train and convert both draw with it."""
     plt = _pyplot()
-    cm = np.asarray(metrics["confusion_matrix"])
-    labels = metrics["labels"]
-    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     n = len(labels)
-    fig, ax = plt.subplots(figsize=(max(4, 0.6 * n + 2), max(3.5, 0.6 * n + 1.5)))
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(n), labels, rotation=45, ha="right")
-    ax.set_yticks(range(n), labels)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(f"accuracy {metrics['accuracy']:.3f} on {metrics['num_images']} images")
-    if n <= 30:
-        for t in range(n):
-            for p in range(n):
-                ax.text(p, t, str(cm[t, p]), ha="center", va="center", fontsize=8,
-                        color="white" if norm[t, p] > 0.5 else "black")
+    size = max(4.0, 0.6 * n + 2)
+    fig, axes = plt.subplots(1, len(panels), figsize=(size * len(panels), max(3.5, 0.6 * n + 1.5)), squeeze=False)
+    for ax, (title, cm) in zip(axes[0], panels):
+        cm = np.asarray(cm)
+        norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+        ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+        ax.set_xticks(range(n), labels, rotation=45, ha="right")
+        ax.set_yticks(range(n), labels)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(title)
+        if n <= 30:  # counts become unreadable beyond that
+            for t in range(n):
+                for p in range(n):
+                    ax.text(p, t, str(cm[t, p]), ha="center", va="center", fontsize=8,
+                            color="white" if norm[t, p] > 0.5 else "black")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

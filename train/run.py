@@ -26,8 +26,10 @@ from . import rundir
 from .audit import build_audit, class_weights, print_audit
 from .callbacks import read_state, write_state
 from .config import IMBALANCE_THRESHOLD, ClassWeights, TrainConfig
-from .dataset import Layout, Record, discover, scan
-from .split import make_split, split_from_json, split_json
+from .dataset import DatasetError, Layout, Record, discover, scan
+from .model import WeightsError
+from .since import check_same_rule, compare_with_earlier, earlier_assignment, read_earlier_split
+from .split import SplitPlan, plan_split, split_from_json, split_json
 
 log = logging.getLogger(__name__)
 
@@ -42,17 +44,52 @@ class RunDirError(EdgeclassError):
     """The output directory cannot be used as asked."""
 
 
-def check_dataset(config: TrainConfig) -> dict:
+def check_dataset(config: TrainConfig, since: str | Path | None = None, refuse_leakage: bool = False) -> dict:
     """``--check-only``: scan, split and audit without writing anything; prints the audit."""
     layout = discover(config.data_dir)
     records = scan(layout, workers=config.workers)
-    split = make_split(layout, records, config.split, config.seed)
-    audit = build_audit(layout, records, split)
-    print_audit(audit)
+    _, audit = split_and_audit(layout, records, config, since, refuse_leakage)
     return audit
 
 
-def _prepare_out(out: Path, data_dir: Path, resume: bool, force: bool) -> None:
+def split_and_audit(layout: Layout, records: list[Record], config: TrainConfig, since: str | Path | None,
+                    refuse_leakage: bool) -> tuple[SplitPlan, dict]:
+    """Split by content (keeping an earlier run's photos in place with ``since``), audit, print the audit."""
+    earlier_doc = earlier = None
+    if since is not None:
+        earlier_doc = read_earlier_split(since)
+        check_same_rule(earlier_doc, since, config.split, config.seed)
+        earlier = earlier_assignment(earlier_doc, records, layout.data_dir)
+    plan = plan_split(layout, records, config.split, config.seed, earlier)
+    audit = build_audit(layout, records, plan)
+    if earlier_doc is not None:
+        audit["since"] = compare_with_earlier(earlier_doc, since, earlier, records, plan)
+    print_audit(audit)
+    if refuse_leakage and audit["leakage"]["groups"]:
+        first = " = ".join(f"{g['path']} ({g['split']})" for g in audit["leakage"]["list"][0])
+        raise DatasetError(f"{layout.data_dir}: {audit['leakage']['groups']} picture(s) appear in more than one split "
+                           f"folder, e.g. {first}; remove the copies (or train without --refuse-leakage)")
+    return plan, audit
+
+
+def check_before_training(config: TrainConfig, out: str | Path, *, resume: bool = False, force: bool = False,
+                          since: str | Path | None = None) -> None:
+    """Every check that needs no TensorFlow (output directory, dataset layout, ``since``), so a typo
+    fails in a fraction of a second instead of after TensorFlow has loaded."""
+    out = Path(out).expanduser().resolve()
+    data_dir = Path(config.data_dir).expanduser().resolve()
+    if resume and (out / rundir.CONFIG).exists():
+        data_dir = Path(json.loads((out / rundir.CONFIG).read_text(encoding="utf-8"))["data_dir"])
+    _check_out(out, data_dir, resume, force)
+    discover(data_dir)
+    if not resume and config.weights not in ("imagenet", "none") and not Path(config.weights).expanduser().is_file():
+        raise WeightsError(f"--weights {config.weights}: no such file (expected imagenet, none, or a backbone .h5 weights file)")
+    if since is not None:
+        check_same_rule(read_earlier_split(since), since, config.split, config.seed)
+
+
+def _check_out(out: Path, data_dir: Path, resume: bool, force: bool) -> list[str]:
+    """Refuse an output directory that cannot be used as asked; returns our files already in it."""
     if out == data_dir or data_dir in out.parents:
         raise RunDirError(f"{out}: the output directory is inside the dataset {data_dir}; "
                           "its files would become part of the data next time (choose -o elsewhere)")
@@ -61,16 +98,26 @@ def _prepare_out(out: Path, data_dir: Path, resume: bool, force: bool) -> None:
             raise RunDirError(f"{out}: nothing to resume (no {rundir.CONFIG}; start a run without --resume)")
         if (out / rundir.MODEL).exists():
             raise RunDirError(f"{out}: this run already finished ({rundir.MODEL} exists); nothing to resume")
-        return
+        return []
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"{out}: is a file, expected a directory to write the training run into (choose another -o)")
+    ours = []
     if out.exists() and any(out.iterdir()):
         ours = [name for name in OUR_FILES if (out / name).exists()]
         if not force:
             hint = "--resume to continue it, " if (out / rundir.CONFIG).exists() and not (out / rundir.MODEL).exists() else ""
             raise RunDirError(f"{out}: not empty ({', '.join(ours) or 'other files'}); use {hint}--force to replace "
                               "a previous run, or choose another -o")
-        for name in ours:
-            target = out / name
-            shutil.rmtree(target) if target.is_dir() else target.unlink()
+    return ours
+
+
+def _prepare_out(out: Path, data_dir: Path, resume: bool, force: bool) -> None:
+    ours = _check_out(out, data_dir, resume, force)
+    if resume:
+        return
+    for name in ours:
+        target = out / name
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
     out.mkdir(parents=True, exist_ok=True)
 
 
@@ -104,10 +151,13 @@ def _scan_to_cache(layout: Layout, config: TrainConfig, ckpt: Path, resume: bool
 
 
 def train(config: TrainConfig, out: str | Path, *, resume: bool = False, force: bool = False,
-          tensorboard: bool = False) -> dict:
+          tensorboard: bool = False, since: str | Path | None = None, refuse_leakage: bool = False) -> dict:
     """Train and write a complete training directory at ``out``; returns the test metrics.
 
     With ``resume``, ``config`` is ignored in favour of the one the run saved.
+    ``since`` (an earlier training directory) keeps its photos in their splits
+    and reports what is new; ``refuse_leakage`` stops on a picture that appears
+    in two split folders.
     """
     from .fit import Data, device_setup, export_model, fine_tune, train_head
 
@@ -130,10 +180,13 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, force: 
     records, images = _scan_to_cache(layout, config, ckpt, resume)
     if resume and (out / rundir.SPLIT).exists():
         split = split_from_json(json.loads((out / rundir.SPLIT).read_text(encoding="utf-8")), layout, records)
+        plan = plan_split(layout, records, config.split, config.seed)  # the groups, for the audit
+        plan.indices, plan.moved = split, []
+        audit = build_audit(layout, records, plan)
+        print_audit(audit)
     else:
-        split = make_split(layout, records, config.split, config.seed)
-    audit = build_audit(layout, records, split)
-    print_audit(audit)
+        plan, audit = split_and_audit(layout, records, config, since, refuse_leakage)
+        split = plan.indices
 
     labels = layout.labels
     index = {label: i for i, label in enumerate(labels)}
@@ -149,7 +202,7 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, force: 
 
     if not resume or not (out / rundir.SPLIT).exists():
         (out / rundir.LABELS).write_text("\n".join(labels) + "\n", encoding="utf-8")
-        _write_json(out / rundir.SPLIT, split_json(layout, records, split, config.split, config.seed))
+        _write_json(out / rundir.SPLIT, split_json(layout, records, plan, config.split, config.seed))
         _write_json(out / rundir.DATASET, audit)
         _write_json(out / rundir.CONFIG, config.to_json(dataset_fingerprint=audit["fingerprint"],
                                                         num_classes=len(labels), class_weights_used=use_weights))

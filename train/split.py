@@ -1,105 +1,188 @@
-"""Stratified, seeded train/val/test split, and its record in ``split.json``.
+"""The train/val/test split, decided by each photo's content, and its record in ``split.json``.
 
-Exact duplicate files are kept in the same split, so a photo that was copied
-twice cannot be trained on and then "tested" on.
+Every photo's split follows from a hash of (seed, its bytes): a number ``u``
+in [0, 1), test when ``u`` is below the test fraction, val below test + val,
+train otherwise. No photo's split depends on any other photo, so adding
+photos to a dataset, removing some or renaming files never moves another photo
+between splits, and the retraining loop (save uncertain frames, sort them,
+train again) keeps yesterday's test photos out of today's training set. Each
+class is split in the requested ratios in expectation, not exactly.
+
+Near-duplicates (exact copies, re-encodes, resizes, burst frames; see
+:mod:`.near_duplicates`) form one group and move together: a group's ``u`` is
+the smallest of its members'. So a photo moves only when a near-duplicate of
+it is added or removed, and a new member can only lower the group's ``u``:
+a group moves towards test, never from test or val into training. A group
+whose photos carry different labels is left out of every split and listed.
+
+Small classes: hashing can leave a small class without a val or test photo.
+Then the class's train group with the smallest ``u`` is moved to the empty
+split (and a class without training photos gets its val group with the largest
+``u``). These are the only photos whose split can change when the class grows;
+``edgeclass train --since RUN`` keeps every photo where the earlier run had it.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from .dataset import SPLITS, DatasetError, Layout, Record
+from .near_duplicates import NEAR_DUPLICATE_BITS, group_photos
 
-MIN_PER_CLASS = 3  # one image each for train, val and test
+MIN_PER_CLASS = 3  # one picture each for train, val and test
+METHOD = "content-hash"
+# When an earlier run's photo is in a group now, the group keeps the most
+# protected of its members' earlier splits: a test photo never becomes training data.
+_PRIORITY = {"test": 2, "val": 1, "train": 0}
+
+
+def split_point(seed: int, sha256: str) -> float:
+    """The photo's position ``u`` in [0, 1): a hash of the seed and its content hash."""
+    digest = hashlib.sha256(f"edgeclass-split\0{seed}\0{sha256}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def hashed_split(u: float, ratios) -> str:
+    """Where a photo at ``u`` goes for (train, val, test) ``ratios``."""
+    if u < ratios[2]:
+        return "test"
+    if u < ratios[2] + ratios[1]:
+        return "val"
+    return "train"
+
+
+@dataclass
+class SplitPlan:
+    """The split and how it came about (the audit and split.json report it)."""
+
+    indices: dict[str, list[int]]  # split -> record indices, sorted
+    groups: list[list[int]] = field(default_factory=list)  # near-duplicate groups of 2+ readable photos
+    excluded: list[list[int]] = field(default_factory=list)  # groups whose photos have different labels
+    moved: list[tuple[int, str, str]] = field(default_factory=list)  # (record, from, to) by the small-class rule
+    pinned: int = 0  # photos placed where an earlier run had them (--since)
+
+    def where(self) -> dict[int, str]:
+        return {i: s for s, rows in self.indices.items() for i in rows}
+
+
+def plan_split(layout: Layout, records: list[Record], ratios: tuple[float, float, float], seed: int,
+               earlier: dict[str, str] | None = None, max_bits: int = NEAR_DUPLICATE_BITS) -> SplitPlan:
+    """Split the readable records (see the module docstring).
+
+    ``earlier`` maps content hashes to the split an earlier run put them in:
+    those photos (and their near-duplicates) stay there. A folder-per-class
+    dataset is split with ``ratios``; an already split one keeps its folders,
+    and a missing val or test split is carved from train with the same rule.
+    """
+    readable = [i for i, r in enumerate(records) if r.ok]
+    found = group_photos([records[i].sha256 for i in readable], [records[i].phash for i in readable], max_bits)
+    groups = [[readable[k] for k in g] for g in found]
+    excluded = [g for g in groups if len({records[i].item.label for i in g}) > 1]
+    usable = [g for g in groups if len({records[i].item.label for i in g}) == 1]
+    plan = SplitPlan({s: [] for s in SPLITS}, [g for g in groups if len(g) > 1], excluded)
+    if not layout.presplit:
+        _refuse_small_classes(layout, records, usable, "", ratios)
+        _assign(plan, records, usable, ratios, seed, earlier)
+    else:
+        by_split = defaultdict(list)
+        for g in usable:  # a group straddling folders is split by its folders: that is the leakage reported
+            for s in SPLITS:
+                members = [i for i in g if records[i].item.split == s]
+                if members:
+                    by_split[s].append(members)
+        missing = [s for s in ("val", "test") if not by_split[s]]
+        for s in SPLITS:
+            if s not in missing and s != "train":
+                plan.indices[s] = [i for g in by_split[s] for i in g]
+        if missing:
+            val = ratios[1] if "val" in missing else 0.0
+            test = ratios[2] if "test" in missing else 0.0
+            carve = (1 - val - test, val, test)
+            _refuse_small_classes(layout, records, by_split["train"], f"/{layout.split_dirs['train']}", carve)
+            _assign(plan, records, by_split["train"], carve, seed, earlier)
+        else:
+            _refuse_small_classes(layout, records, by_split["train"], f"/{layout.split_dirs['train']}", (1.0, 0.0, 0.0))
+            plan.indices["train"] = [i for g in by_split["train"] for i in g]
+    plan.indices = {s: sorted(v) for s, v in plan.indices.items()}
+    return plan
 
 
 def make_split(layout: Layout, records: list[Record], ratios: tuple[float, float, float], seed: int) -> dict[str, list[int]]:
-    """Record indices per split (readable files only).
+    """Record indices per split: :func:`plan_split` without the bookkeeping."""
+    return plan_split(layout, records, ratios, seed).indices
 
-    A folder-per-class dataset is split per class with ``ratios``; an already
-    split one keeps its folders, and a missing val or test split is carved
-    from train with the same ratios.
-    """
-    readable = [i for i, r in enumerate(records) if r.ok]
-    if not layout.presplit:
-        _refuse_small_classes(layout, records, readable, "", ratios)
-        return _stratified(records, readable, ratios, seed)
-    by_split = {s: [i for i in readable if records[i].item.split == s] for s in SPLITS}
-    missing = [s for s in ("val", "test") if not by_split[s]]
-    if missing:
-        val = ratios[1] if "val" in missing else 0.0
-        test = ratios[2] if "test" in missing else 0.0
-        carve = (1 - val - test, val, test)
-        _refuse_small_classes(layout, records, by_split["train"], f"/{layout.split_dirs['train']}", carve)
-        carved = _stratified(records, by_split["train"], carve, seed)
+
+def _assign(plan: SplitPlan, records: list[Record], groups: list[list[int]], ratios, seed: int,
+            earlier: dict[str, str] | None) -> None:
+    """Place each group by its hash (or its earlier split), then fill a class's empty splits."""
+    per_label: dict[str, dict[str, list[tuple[float, list[int], bool]]]] = defaultdict(lambda: {s: [] for s in SPLITS})
+    for group in groups:
+        u = min(split_point(seed, records[i].sha256) for i in group)
+        before = [earlier[records[i].sha256] for i in group if earlier and records[i].sha256 in earlier]
+        target = max(before, key=_PRIORITY.__getitem__) if before else hashed_split(u, ratios)
+        plan.pinned += len(group) if before else 0
+        per_label[records[group[0]].item.label][target].append((u, group, bool(before)))
+    needed = [s for s in ("test", "val") if ratios[SPLITS.index(s)] > 0] + ["train"]
+    for label in sorted(per_label):
+        where = per_label[label]
+        for s in needed:
+            if where[s]:
+                continue
+            donors = [d for d in ("train", "val", "test") if d != s and len(where[d]) > 1]
+            if donors:  # at least MIN_PER_CLASS pictures, so there is always one
+                _move_one(plan, where, donors[0], s)
         for s in SPLITS:
-            if s == "train" or s in missing:
-                by_split[s] = carved[s]
-    else:
-        _refuse_small_classes(layout, records, by_split["train"], f"/{layout.split_dirs['train']}", (1.0, 0.0, 0.0))
-    return by_split
+            plan.indices[s] += [i for _, g, _ in where[s] for i in g]
 
 
-def _refuse_small_classes(layout: Layout, records: list[Record], indices: list[int], where: str, ratios) -> None:
+_ORDER = {"test": 0, "val": 1, "train": 2}  # where each split sits on the u axis
+
+
+def _move_one(plan: SplitPlan, where: dict, donor: str, target: str) -> None:
+    """Move the donor's group nearest the target's side of the u axis (an unpinned one if any)."""
+    towards_low = _ORDER[target] < _ORDER[donor]
+    where[donor].sort(key=lambda e: (e[2], e[0] if towards_low else -e[0]))
+    entry = where[donor].pop(0)
+    where[target].append(entry)
+    plan.moved += [(i, donor, target) for i in entry[1]]
+
+
+def _refuse_small_classes(layout: Layout, records: list[Record], groups: list[list[int]], where: str, ratios) -> None:
     need = 1 + sum(1 for r in ratios[1:] if r > 0)
-    counts = defaultdict(int)
-    for i in indices:
-        counts[records[i].item.label] += 1
+    pictures, images = defaultdict(int), defaultdict(int)
+    for g in groups:
+        pictures[records[g[0]].item.label] += 1
+        images[records[g[0]].item.label] += len(g)
     for label in layout.labels:
-        if counts[label] < need:
+        if pictures[label] < need:
             if need == 1:
                 raise DatasetError(f"{layout.data_dir}{where}/{label}: no readable training images")
+            distinct = "" if pictures[label] == images[label] else f", {pictures[label]} distinct (the rest are near-duplicates)"
             raise DatasetError(
-                f"{layout.data_dir}{where}/{label}: {counts[label]} readable image(s), too few to split "
+                f"{layout.data_dir}{where}/{label}: {images[label]} readable image(s){distinct}, too few to split "
                 f"{'/'.join(f'{r:g}' for r in ratios if r > 0)}: need at least {need} (one per split)"
             )
 
 
-def _stratified(records: list[Record], indices: list[int], ratios, seed: int) -> dict[str, list[int]]:
-    rng = np.random.default_rng(seed)
-    # Group exact duplicates (same bytes) so each group lands in one split.
-    groups: dict[str, list[int]] = defaultdict(list)
-    for i in indices:
-        groups[records[i].sha256 or f"#{i}"].append(i)
-    per_label: dict[str, list[list[int]]] = defaultdict(list)
-    for members in groups.values():
-        per_label[records[members[0]].item.label].append(sorted(members))
-    out: dict[str, list[int]] = {s: [] for s in SPLITS}
-    for label in sorted(per_label):
-        # Sorting first makes the permutation depend only on the seed, not on scan order.
-        label_groups = sorted(per_label[label], key=lambda g: records[g[0]].item.rel)
-        order = rng.permutation(len(label_groups))
-        n = sum(len(g) for g in label_groups)
-        want_test = max(1, round(n * ratios[2])) if ratios[2] > 0 else 0
-        want_val = max(1, round(n * ratios[1])) if ratios[1] > 0 else 0
-        taken = {"test": 0, "val": 0}
-        for k in order:
-            group = label_groups[k]
-            if taken["test"] < want_test:
-                target = "test"
-            elif taken["val"] < want_val:
-                target = "val"
-            else:
-                target = "train"
-            if target != "train":
-                taken[target] += len(group)
-            out[target] += group
-    return {s: sorted(v) for s, v in out.items()}
-
-
-def split_json(layout: Layout, records: list[Record], split: dict[str, list[int]], ratios, seed: int) -> dict:
-    """The ``split.json`` document (paths relative to ``data_dir``)."""
+def split_json(layout: Layout, records: list[Record], split: dict[str, list[int]] | SplitPlan, ratios, seed: int) -> dict:
+    """The ``split.json`` document (paths relative to ``data_dir``; each photo's content hash)."""
+    plan = split if isinstance(split, SplitPlan) else SplitPlan(split)
     doc: dict = {
         "data_dir": str(layout.data_dir),
         "seed": seed,
         "ratios": None if layout.presplit else list(ratios),
         "presplit": layout.presplit,
+        "method": METHOD,
+        "near_duplicate_bits": NEAR_DUPLICATE_BITS,
     }
     for s in SPLITS:
-        doc[s] = [{"path": records[i].item.rel, "label": records[i].item.label} for i in split[s]]
+        doc[s] = [{"path": records[i].item.rel, "label": records[i].item.label, "sha256": records[i].sha256}
+                  for i in plan.indices[s]]
+    doc["excluded"] = [{"path": records[i].item.rel, "label": records[i].item.label, "sha256": records[i].sha256,
+                        "reason": "near-duplicate of a photo with another label"} for g in plan.excluded for i in g]
     return doc
 
 

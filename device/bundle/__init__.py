@@ -13,7 +13,11 @@ colour order, quantization, normalization, resize policy, output format) and
 the sha256 of every file. :func:`load_bundle` refuses anything that does not
 match, with one line naming the file and both values.
 
-Owns: the manifest schema (:mod:`.manifest`), loading and verifying
+A bundle is data, never instructions: it holds ``bundle.json`` and the regular
+files it lists, nothing else, within size caps (:mod:`.contents`).
+
+Owns: the manifest schema (:mod:`.manifest`), what a bundle may hold and
+copying exactly that (:mod:`.contents`), loading and verifying
 (:mod:`.load`), writing (:mod:`.write`). May import: ``edgeclass.device.errors``
 and ``edgeclass.device.files`` only; every other room imports this one.
 Checks that need the interpreter (the model's own tensors, a test inference)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import BundleError
+from .contents import check_file_names, read_manifest_bytes, scan_bundle, sha256_listed
 from .manifest import (
     EDGETPU_MODEL,
     LABELS,
@@ -70,10 +71,10 @@ def _read_manifest(bundle_dir: Path) -> dict:
         raise BundleError(f"{bundle_dir}: no such bundle directory")
     if not bundle_dir.is_dir():
         raise BundleError(f"{bundle_dir}: is a file, expected a bundle directory holding {MANIFEST}")
+    if not path.exists() and not path.is_symlink():
+        raise BundleError(f"{path}: missing; {bundle_dir} is not a bundle (make one with 'edgeclass bundle create' or 'edgeclass convert')")
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BundleError(f"{path}: missing; {bundle_dir} is not a bundle (make one with 'edgeclass bundle create' or 'edgeclass convert')") from None
+        manifest = json.loads(read_manifest_bytes(path).decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(manifest, dict):
@@ -101,9 +102,11 @@ def _check_schema(manifest: dict, where: Path) -> None:
 def load_bundle(path: str | Path, verify_hashes: bool = True) -> Bundle:
     """Load and check a bundle directory; raise :class:`BundleError` on any mismatch.
 
-    Checks the schema version, that every listed file exists and (unless
-    ``verify_hashes`` is false) has the recorded sha256, that labels.txt agrees
-    with the manifest's labels and output size. Whether the model file's own
+    Checks the schema version; that the directory holds ``bundle.json`` and
+    the regular files it lists and nothing else, within the size caps
+    (:mod:`.contents`); that every listed file (unless ``verify_hashes`` is
+    false) has the recorded sha256; that labels.txt agrees with the
+    manifest's labels and output size. Whether the model file's own
     tensors match the manifest is checked when the interpreter loads it
     (:func:`edgeclass.device.classifier.open_classifier`).
     """
@@ -115,14 +118,12 @@ def load_bundle(path: str | Path, verify_hashes: bool = True) -> Bundle:
     files = manifest.get("files")
     if not isinstance(files, dict) or MODEL not in files or LABELS not in files:
         raise BundleError(f"{where}: 'files' must list the sha256 of {MODEL} and {LABELS}")
+    check_file_names(files, where)
+    scan_bundle(bundle_dir, files)  # before any listed file is opened: no symlink or FIFO is ever read
     for name, expected in files.items():
         file_path = bundle_dir / name
-        if Path(name).is_absolute() or ".." in Path(name).parts:
-            raise BundleError(f"{where}: file entry {name!r} points outside the bundle")
-        if not file_path.is_file():
-            raise BundleError(f"{file_path}: missing, but {MANIFEST} lists it")
         if verify_hashes:
-            actual = sha256_file(file_path)
+            actual = sha256_listed(file_path)
             if actual != expected:
                 raise BundleError(
                     f"{file_path}: sha256 is {actual[:16]}…, {MANIFEST} expects {str(expected)[:16]}… "

@@ -1,4 +1,10 @@
-"""Writing a bundle directory atomically: the converter's and ``bundle create``'s last step."""
+"""Writing a bundle directory atomically: the converter's and ``bundle create``'s last step.
+
+The bundle is world-readable (0755 directories, 0644 files) whatever the
+umask: ``scp`` keeps modes, and on a Pi the service user must read what the
+deploying user copied. Every file it writes is listed in ``bundle.json``
+(``report/`` files too), as :mod:`.contents` requires.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import BundleError
+from ..files import DIR_MODE, FILE_MODE, atomic_write, fsync_dir, fsync_tree
 from .load import sha256_file
 from .manifest import (
     EDGETPU_MODEL,
@@ -56,12 +63,13 @@ def write_bundle(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
     try:
-        shutil.copyfile(model, tmp / MODEL)
-        (tmp / LABELS).write_text("\n".join(labels) + "\n", encoding="utf-8")
+        os.chmod(tmp, DIR_MODE)  # mkdtemp makes 0700, which scp would carry to the Pi
+        _copy_file(model, tmp / MODEL)
+        atomic_write(tmp / LABELS, "\n".join(labels) + "\n")
         if edgetpu_model is not None:
-            shutil.copyfile(edgetpu_model, tmp / EDGETPU_MODEL)
+            _copy_file(edgetpu_model, tmp / EDGETPU_MODEL)
         if report_dir is not None and Path(report_dir).is_dir():
-            shutil.copytree(report_dir, tmp / REPORT_DIR)
+            _copy_report(Path(report_dir), tmp / REPORT_DIR)
         files = {
             p.relative_to(tmp).as_posix(): sha256_file(p)
             for p in sorted(tmp.rglob("*"))
@@ -82,12 +90,30 @@ def write_bundle(
         }
         if extra:
             manifest.update(extra)
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        atomic_write(tmp / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+        fsync_tree(tmp)
         _swap_into_place(tmp, out_dir)
+        fsync_dir(out_dir.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def _copy_file(source: Path, target: Path) -> None:
+    shutil.copyfile(source, target)
+    os.chmod(target, FILE_MODE)
+
+
+def _copy_report(source: Path, target: Path) -> None:
+    """The report's regular files (symlinks followed, as plain copies) in 0755 directories."""
+    for dirpath, _dirnames, filenames in os.walk(source):
+        folder = target / Path(dirpath).relative_to(source)
+        folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(folder, DIR_MODE)
+        for name in filenames:
+            if Path(dirpath, name).is_file():
+                _copy_file(Path(dirpath, name), folder / name)
 
 
 def _swap_into_place(tmp: Path, out_dir: Path) -> None:

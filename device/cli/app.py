@@ -1,13 +1,13 @@
-"""The ``edgeclass`` typer app and its groups, and logging set-up: what every command module attaches to."""
+"""The ``edgeclass`` typer app and its groups: what every command module attaches to (logging: :mod:`.logs`)."""
 
 from __future__ import annotations
 
 import logging
-import sys
 
 import typer
 
 from .. import __version__
+from .logs import setup_logging
 
 app = typer.Typer(
     name="edgeclass",
@@ -34,14 +34,3 @@ def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
 ) -> None:
     setup_logging(logging.DEBUG if verbose else logging.INFO)
-
-
-def setup_logging(level: int = logging.INFO) -> None:
-    """Plain one-line logs on stderr (journald adds its own timestamps under systemd)."""
-    root = logging.getLogger()
-    if not any(getattr(h, "_edgeclass", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-        handler._edgeclass = True  # type: ignore[attr-defined]
-        root.addHandler(handler)
-    root.setLevel(level)

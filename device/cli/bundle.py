@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from ..errors import EdgeclassError
+from ..errors import EdgeclassError, printable
 from ..errors import parse_choice as _choice
 from .app import bundle_app
 
@@ -75,7 +75,8 @@ def _print_bundle_info(path: Path, verify: bool) -> None:
     for key in ("float_accuracy", "int8_accuracy", "agreement"):
         if key in b.metrics:
             lines.append(f"{key:<12}{b.metrics[key]}")
-    typer.echo("\n".join(lines))
+    # The name, labels and metrics are the bundle author's text: no terminal control codes.
+    typer.echo("\n".join(printable(line) for line in lines))
     if verify:
         _verify_inference(path)
 
@@ -99,7 +100,12 @@ def bundle_install(
     keep: int = typer.Option(3, "--keep", min=1, help="Releases to keep (2 or more to be able to roll back)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ) -> None:
-    """Copy a bundle into ROOT/releases/, verify it there, and switch ROOT/current to it atomically."""
+    """Copy a bundle (bundle.json and the files it lists, nothing else) into ROOT/releases/, verify it there, sync it, and switch ROOT/current to it atomically.
+
+    Refused: symlinks, FIFOs and device files, names outside the bundle, unlisted
+    files, a file over 256 MB or 512 MB in all. Unfinished copies left by an
+    install that died (ROOT/releases/.incoming-*) are removed.
+    """
     from ..fleet.releases import install_bundle
 
     switch = install_bundle(bundle, root, keep=keep)
@@ -125,3 +131,27 @@ def bundle_rollback(
         typer.echo(json.dumps(switch.to_json()))
         return
     typer.echo(f"current -> {switch.current.name} (was {switch.previous.name})")
+
+
+@bundle_app.command("releases")
+def bundle_releases(
+    root: Path = typer.Option(..., "--root", help="Releases root (/var/lib/edgeclass on a Pi)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
+) -> None:
+    """List the releases under ROOT, oldest first, and which ones current and previous point at."""
+    from ..fleet.releases import describe_releases
+
+    summary = describe_releases(root)
+    if as_json:
+        typer.echo(json.dumps(summary))
+        return
+    marks = {summary["current"]: "current", summary["previous"]: "previous"}
+    for name in summary["releases"]:
+        mark = marks.get(str((root / "releases" / name).resolve()))
+        typer.echo(f"{name}" + (f"  <- {mark}" if mark else ""))
+    if not summary["releases"]:
+        typer.echo(f"no release installed under {root}")
+    for problem in summary["problems"]:
+        typer.echo(f"problem: {problem}")
+    for name in summary["incoming"]:
+        typer.echo(f"unfinished copy: {root / 'releases' / name} (removed by the next install)")

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from ..errors import EdgeclassError
+from ..errors import EdgeclassError, printable
 from ..errors import parse_choice as _choice
 from .app import app, log
 
@@ -34,11 +34,11 @@ def predict(
     classifier = open_classifier(b, num_threads=threads, edgetpu=_choice(EdgeTPU, edgetpu, "--edgetpu"))
     failed = list(listing.skipped)
     for skipped in listing.skipped:
-        typer.echo(f"skipped {skipped}: not an image file", err=True)
+        typer.echo(printable(f"skipped {skipped}: not an image file"), err=True)
     done = 0
     for result in predict_files(classifier, Preprocessor(b.input), b.labels, listing.images, k=top):
         if result.error:
-            typer.echo(f"skipped {result.error}", err=True)
+            typer.echo(printable(f"skipped {result.error}"), err=True)
             failed.append(result.path)
             continue
         done += 1
@@ -51,8 +51,9 @@ def predict(
                 "top_k": [{"label": s.label, "score": round(s.score, 6)} for s in result.top_k],
             }))
         else:
+            # Labels and file names come from other people's files: no terminal control codes.
             rest = ", ".join(f"{s.label} {s.score:.3f}" for s in result.top_k[1:])
-            typer.echo(f"{result.path}: {best.label} {best.score:.3f}" + (f"  ({rest})" if rest else ""))
+            typer.echo(printable(f"{result.path}: {best.label} {best.score:.3f}" + (f"  ({rest})" if rest else "")))
     if failed:
         typer.echo(f"{done} images classified, {len(failed)} files skipped", err=True)
     if done == 0:
@@ -88,14 +89,20 @@ def run(
     save_uncertain: Optional[Path] = typer.Option(None, "--save-uncertain", help="Save frames whose top score is below \\[uncertain] threshold (0.3) into this folder, JPEG + JSON."),
     mqtt: Optional[str] = typer.Option(None, "--mqtt", help="Publish to this MQTT broker, mqtt://HOST[:PORT] or mqtts://HOST[:PORT], with Home Assistant discovery (or \\[mqtt] url in --config; user and password only there)."),
     mqtt_topic: Optional[str] = typer.Option(None, "--mqtt-topic", help="MQTT topic prefix (default edgeclass/<hostname>)."),
+    http: Optional[str] = typer.Option(None, "--http", help="Serve the live page, API and /metrics on HOST:PORT (e.g. 127.0.0.1:8080; off by default). Any address but loopback needs --http-token-file."),
+    http_token_file: Optional[Path] = typer.Option(None, "--http-token-file", help="File holding the access token for --http (\\[http] token_file)."),
+    dataset: Optional[Path] = typer.Option(None, "--dataset", help="Dataset folder the live page's collect and review pages save into (\\[http] dataset)."),
     summary_json: Optional[Path] = typer.Option(None, "--summary-json", help="Write the run summary (fps, latencies) to this JSON file."),
 ) -> None:
     """Classify frames live from a camera, stream, video file or image folder (also the systemd service's command).
 
-    Under systemd (Type=notify): READY=1 after the first classified frame,
-    STATUS= lines, WATCHDOG=1 from the frame loop, STOPPING=1 on SIGTERM;
-    SIGHUP re-reads --config and reloads the bundle (the old model keeps
-    running if the new one fails validation).
+    Under systemd (Type=notify): READY=1 after the first classified frame
+    (or once a camera or a first bundle is being waited for), STATUS= lines,
+    WATCHDOG=1 from the frame loop, STOPPING=1 on SIGTERM. SIGTERM and
+    Ctrl-C stop cleanly (exit 0) at any time. SIGHUP re-reads --config and
+    reloads the bundle under systemd or with --config (all or nothing: the old
+    model keeps running if anything fails); in a plain terminal run it stops
+    the run, as a hang-up does.
     """
     from ..outputs.stream import Emit, OutputFormat
     from ..pipeline.classifier import EdgeTPU
@@ -116,14 +123,18 @@ def run(
         "service": {"state_file": state_file and str(state_file)},
         "uncertain": {"dir": save_uncertain and str(save_uncertain)},
         "mqtt": {"url": mqtt, "topic": mqtt_topic},
+        "http": {"listen": http, "token_file": http_token_file and str(http_token_file), "dataset": dataset and str(dataset)},
     }
     summary = run_service(config, cli_values, limits=RunLimits(max_frames=max_frames, duration=duration))
-    log.info("%d frames in %.1f s: %.1f fps, latency p50 %.1f ms p95 %.1f ms, %d dropped, %d reopens",
-             summary["frames"], summary["seconds"], summary["fps"], summary["latency_ms_p50"],
-             summary["latency_ms_p95"], summary["dropped"], summary["reopens"])
+    if summary["stopped"] and summary["frames"] == 0:
+        log.info("stopped by %s before the first frame", summary["stopped"])
+    else:
+        log.info("%d frames in %.1f s: %.1f fps, latency p50 %.1f ms p95 %.1f ms, %d dropped, %d reopens",
+                 summary["frames"], summary["seconds"], summary["fps"], summary["latency_ms_p50"],
+                 summary["latency_ms_p95"], summary["dropped"], summary["reopens"])
     if summary_json is not None:
         summary_json.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    if summary["frames"] == 0:
+    if summary["frames"] == 0 and not summary["stopped"]:
         raise EdgeclassError(f"{summary['source']}: no frames were classified")
 
 
@@ -134,11 +145,16 @@ def bench(
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Interpreter threads (default: cores - 1, at least 1)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with all figures."),
     workdir: Optional[Path] = typer.Option(None, "--workdir", help="Where to write the test video (default: a temporary directory)."),
+    outputs: bool = typer.Option(False, "--outputs", help="Also run with the HTTP output on, without and with one MJPEG viewer (pipeline_fps_outputs)."),
+    mqtt: Optional[str] = typer.Option(None, "--mqtt", help="With --outputs: publish to this broker too (mqtt://host:port)."),
+    repeat: int = typer.Option(1, "--repeat", min=1, help="With --outputs: alternate the runs this many times and report medians."),
 ) -> None:
     """Measure the device pipeline on this machine: invoke rate, pipeline rate, naive loop, preprocessing, start-up, memory."""
     from ..bench import run_benchmark
 
+    if mqtt is not None and not outputs:
+        raise EdgeclassError("--mqtt is part of --outputs: add --outputs")
     results = run_benchmark(bundle, frames=frames, threads=threads, workdir=workdir,
-                            progress=None if as_json else typer.echo)
+                            progress=None if as_json else typer.echo, outputs=outputs, mqtt=mqtt, repeat=repeat)
     if as_json:
         typer.echo(json.dumps(results))

@@ -1,4 +1,4 @@
-"""``edgeclass deploy``: ship a bundle from the workstation to a Pi."""
+"""``edgeclass deploy``: ship a bundle from the workstation to a Pi, or say where a Pi stands."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ from .app import app
 
 @app.command("deploy")
 def deploy(
-    bundle: Path = typer.Argument(..., help="Bundle directory to deploy."),
-    host: str = typer.Argument(..., help="\\[user@]host, as you would give it to ssh (aliases from ~/.ssh/config work)."),
-    service: str = typer.Option("edgeclass", "--service", help="systemd service to reload."),
+    bundle: Optional[str] = typer.Argument(None, metavar="BUNDLE", help="Bundle directory to deploy (not with --status)."),
+    host: Optional[str] = typer.Argument(None, metavar="HOST", help="\\[user@]host, as you would give it to ssh (aliases from ~/.ssh/config work)."),
+    status: bool = typer.Option(False, "--status", help="Only report: which release is current, the unit's state, what the service runs and whether it is healthy (edgeclass deploy --status HOST). Exit 1 when not healthy on current."),
+    service: str = typer.Option("edgeclass", "--service", help="systemd service to start or reload."),
     root: str = typer.Option("/var/lib/edgeclass", "--root", help="Releases root on the device."),
     keep: int = typer.Option(3, "--keep", min=1, help="Releases to keep on the device."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (every ssh/scp command) without running it."),
@@ -25,17 +26,35 @@ def deploy(
     ssh_config: Optional[str] = typer.Option(None, "--ssh-config", "-F", help="ssh config file (default: yours)."),
     remote_edgeclass: str = typer.Option("/opt/edgeclass/venv/bin/edgeclass", "--remote-edgeclass", help="edgeclass on the device."),
     as_user: str = typer.Option("edgeclass", "--as-user", help="Run install/rollback on the device as this user via sudo -n -u; '' = the ssh user."),
-    reload_command: Optional[str] = typer.Option(None, "--reload-command", help="Shell command on the device that reloads the service (default: sudo -n systemctl reload SERVICE)."),
+    reload_command: Optional[str] = typer.Option(None, "--reload-command", help="Shell command on the device that makes the service load current, instead of systemctl (default: sudo -n systemctl reset-failed SERVICE when the unit is failed, then sudo -n systemctl reload-or-restart SERVICE)."),
     state_file: str = typer.Option("/run/edgeclass/state.json", "--state-file", help="The service's state file on the device."),
     timeout: float = typer.Option(60.0, "--timeout", min=0.0, help="Seconds to wait for the service to report healthy on the new release."),
 ) -> None:
-    """Copy a bundle to a Pi over ssh, install it as a new release, reload, and roll back if it is not healthy."""
-    from ..fleet.deploy import Deployment, DeployOptions, SshTarget
+    """Copy a bundle to a Pi over ssh, install it as a new release, start or reload the service, roll back if it is not healthy.
 
+    A first deploy starts an inactive service, and one left failed by a crash
+    loop (reset-failed, then start). With --status, only report where the Pi
+    stands: edgeclass deploy --status HOST.
+    """
+    from ..fleet.deploy import Deployment, DeployOptions, SshTarget, show_status
+    from ..fleet.ssh import check_host
+
+    if status:
+        if host is not None:
+            raise EdgeclassError("--status takes only the host: edgeclass deploy --status HOST")
+        bundle, host = None, bundle
+    if host is None:
+        raise EdgeclassError("deploy needs BUNDLE and HOST (edgeclass deploy BUNDLE HOST), "
+                             "or --status HOST to only report")
+    check_host(host)
     if identity is not None and not identity.is_file():
         raise EdgeclassError(f"{identity}: no such ssh key file (--identity)")
     target = SshTarget(host, port=port, identity=identity, options=tuple(ssh_options), config=ssh_config)
     options = DeployOptions(service=service, root=root, keep=keep, remote_edgeclass=remote_edgeclass, as_user=as_user,
                             reload_command=reload_command, state_file=state_file, timeout=timeout,
                             poll=min(1.0, max(0.2, timeout / 20)))
-    Deployment(bundle, target, options, echo=typer.echo, dry_run=dry_run).run()
+    if status:
+        if show_status(target, options, echo=typer.echo).verdict() is not None:
+            raise typer.Exit(code=1)
+        return
+    Deployment(Path(bundle), target, options, echo=typer.echo, dry_run=dry_run).run()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -18,15 +19,17 @@ def service_install(
     user: str = typer.Option("edgeclass", "--user", help="Unprivileged user the service runs as (created if missing)."),
     prefix: Path = typer.Option(Path("/"), "--prefix", help="Install under this root instead of / (files only: no user, no systemctl)."),
     exec_path: str = typer.Option("/opt/edgeclass/venv/bin/edgeclass", "--exec", help="The edgeclass the unit runs."),
+    operator: Optional[str] = typer.Option(None, "--operator", help="Login user added to the service's group, to read saved uncertain frames and results without sudo (default: the user who ran sudo; '' = nobody)."),
 ) -> None:
     """Install the systemd unit, the default config and the service user (safe to run again)."""
-    from ..service.install import plan_install, run_plan
+    from ..service.install import default_operator, plan_install, run_plan
 
     if not exec_path.startswith("/"):
         raise EdgeclassError(f"--exec {exec_path}: must be an absolute path (systemd runs it without a PATH search)")
     if not dry_run and prefix.resolve() == Path("/") and os.geteuid() != 0:
         raise EdgeclassError("service install writes /etc and creates a user: run it with sudo (or add --dry-run to see the plan)")
-    run_plan(plan_install(prefix, user, exec_path), dry_run, typer.echo)
+    who = default_operator() if operator is None else (operator or None)
+    run_plan(plan_install(prefix, user, exec_path, who), dry_run, typer.echo)
 
 
 @service_app.command("status")

@@ -1,98 +1,49 @@
 """``edgeclass deploy``: ship a bundle to a Pi over OpenSSH, switch to it, roll back if it is not healthy.
 
 Everything on the device is done by the device's own ``edgeclass`` (``bundle
-install``, ``service status --json``, ``bundle rollback``), so this module only
-strings commands together:
+install``, ``bundle releases``, ``service status --json``, ``bundle
+rollback``) and ``systemctl``, so this module only strings commands together:
 
-1. check the bundle here (hashes) so a damaged one never leaves the workstation;
-2. ``mktemp -d`` on the host, ``scp -r`` the bundle into it;
-3. ``edgeclass bundle install`` there: copy into releases/, verify (hashes and a
-   test inference), switch ``current`` atomically;
-4. reload the service (``sudo systemctl reload edgeclass``: SIGHUP, hot reload);
-5. poll ``edgeclass service status --json`` until the service reports healthy
-   *on the new release*; otherwise ``edgeclass bundle rollback`` and reload again.
+1. check the bundle here (contents, hashes) so a damaged one never leaves the workstation;
+2. look at the device (:mod:`.device_status`): current release, unit, health;
+   a deploy that stopped after installing is put straight first (``current``
+   back to the release the service runs, so it stays the one to roll back to);
+3. ``mktemp -d`` on the host, ``scp -r`` the bundle into it, make the copy
+   readable by the service user (``scp`` keeps a 0700 directory's mode);
+4. ``edgeclass bundle install`` there, as the service user: copy the listed
+   files into releases/, verify (hashes and a test inference), sync, switch
+   ``current`` atomically; the upload is removed in the same command;
+5. bring the service up on it: ``systemctl reset-failed`` when the unit is
+   ``failed`` (a crash loop hits the start limit), then ``systemctl
+   reload-or-restart``, which reloads a running service (SIGHUP, hot reload)
+   and starts an inactive one (a first deploy);
+6. poll ``edgeclass service status --json`` until the service reports healthy
+   *on the new release* (and on the Edge TPU when the device insists on it);
+   otherwise ``edgeclass bundle rollback`` and bring it up again.
 
-``ssh`` and ``scp`` are the user's own, so ~/.ssh/config, agents and keys all
-apply; ``BatchMode=yes`` makes a missing key fail instead of prompting
-forever (the user's ``-o`` options come first, and ssh keeps the first value).
+A lost connection is reported with what the device was left with, and the
+next deploy (or ``deploy --status``) says where it stands.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import shlex
-import shutil
-import subprocess
-import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..errors import EdgeclassError
+from .device_status import DeviceStatus, describe_backend, edgetpu_problem, query_device
+from .options import DeployOptions
+from .ssh import ConnectionLost, DeployError, Session, SshTarget, last_line
 
 log = logging.getLogger(__name__)
 
+__all__ = ["ConnectionLost", "DeployError", "DeployOptions", "Deployment", "SshTarget", "show_status"]
 
-class DeployError(EdgeclassError):
-    """The bundle could not be deployed (and was rolled back when it got that far)."""
-
-
-@dataclass(frozen=True)
-class SshTarget:
-    """Where to deploy and how to reach it: ``[user@]host`` plus ssh options."""
-
-    host: str
-    port: int | None = None
-    identity: Path | None = None
-    options: tuple[str, ...] = ()  # extra "-o Key=Value" values, before ours
-    config: str | None = None  # ssh -F (default: the user's ~/.ssh/config)
-
-    def _common(self) -> list[str]:
-        args: list[str] = []
-        if self.config:
-            args += ["-F", self.config]
-        if self.identity:
-            args += ["-i", str(self.identity)]
-        for option in self.options:
-            args += ["-o", option]
-        return args + ["-o", "BatchMode=yes", "-o", "ConnectTimeout=15"]
-
-    def ssh(self, command: str) -> list[str]:
-        """argv running ``command`` (one shell string) on the host."""
-        return ["ssh", *(["-p", str(self.port)] if self.port else []), *self._common(), self.host, command]
-
-    def scp(self, local: Path, remote_dir: str) -> list[str]:
-        """argv copying the directory ``local`` into ``remote_dir`` on the host."""
-        return ["scp", "-r", "-q", *(["-P", str(self.port)] if self.port else []), *self._common(),
-                str(local), f"{self.host}:{remote_dir}/"]
-
-
-@dataclass(frozen=True)
-class DeployOptions:
-    """What to run on the device."""
-
-    service: str = "edgeclass"
-    root: str = "/var/lib/edgeclass"
-    keep: int = 3
-    remote_edgeclass: str = "/opt/edgeclass/venv/bin/edgeclass"
-    as_user: str = "edgeclass"  # releases belong to the service user; "" = the ssh user
-    reload_command: str | None = None  # default: sudo -n systemctl reload <service>
-    state_file: str = "/run/edgeclass/state.json"
-    timeout: float = 60.0  # seconds to wait for a healthy report
-    poll: float = 1.0
-
-    @property
-    def reload(self) -> str:
-        return self.reload_command or f"sudo -n systemctl reload {shlex.quote(self.service)}"
-
-    def edgeclass(self, *args: str, as_service_user: bool = False) -> str:
-        argv = [self.remote_edgeclass, *args]
-        if as_service_user and self.as_user:
-            argv = ["sudo", "-n", "-u", self.as_user, *argv]
-        return shlex.join(argv)
+UPLOAD = "/tmp/edgeclass-deploy.XXXXXX"
 
 
 @dataclass
@@ -110,148 +61,188 @@ class Deployment:
         from ..bundle import load_bundle
 
         b = load_bundle(self.bundle)
-        opts = self.options
-        self.echo(f"deploy {b.name} ({b.path}) to {self.target.host}:{opts.root}")
+        self.echo(f"deploy {b.name} ({b.path}) to {self.target.host}:{self.options.root}")
         if self.dry_run:
             return self._plan(b.path)
-        control = self._start_multiplexing()
-        try:
+        with Session(self.target) as session:
+            self._session = session
             return self._deploy(b)
-        finally:
-            self._stop_multiplexing(control)
 
-    def _start_multiplexing(self) -> Path | None:
-        """Share one authenticated connection between the ~8 ssh/scp calls (one key prompt, much faster).
-
-        The master is started on its own with ``-M -N -f`` and output to a
-        file: a master spawned by a captured call would inherit its pipes and
-        keep that call from ever returning. If it cannot start, each call
-        connects on its own (and reports the real error).
-        """
-        control = Path(tempfile.mkdtemp(prefix="ec-ssh-"))
-        path = control / "%C"  # a hash of host, port and user; unix socket paths are limited to ~104 bytes
-        if len(str(path)) + 40 > 100:
-            shutil.rmtree(control, ignore_errors=True)
-            return None
-        master = replace(self.target, options=self.target.options + (f"ControlPath={path}", "ControlPersist=300"))
-        argv = master.ssh("")[:-2] + ["-M", "-N", "-f", self.target.host]
-        with open(control / "master.log", "w+") as err:
-            try:
-                code = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, timeout=60).returncode
-            except (OSError, subprocess.TimeoutExpired):
-                code = -1
-        if code != 0:
-            shutil.rmtree(control, ignore_errors=True)
-            return None
-        # Ours come after the user's -o options (ssh keeps the first value given).
-        self.target = replace(self.target, options=self.target.options + ("ControlMaster=no", f"ControlPath={path}"))
-        return control
-
-    def _stop_multiplexing(self, control: Path | None) -> None:
-        if control is None:
-            return
-        subprocess.run(self.target.ssh("")[:-2] + ["-O", "exit", self.target.host], capture_output=True, stdin=subprocess.DEVNULL, timeout=30)
-        shutil.rmtree(control, ignore_errors=True)
+    # -- the steps ---------------------------------------------------------------
 
     def _deploy(self, b) -> dict:
-        opts = self.options
-        tmp = self._ssh("d=$(mktemp -d /tmp/edgeclass-deploy.XXXXXX) && chmod 755 \"$d\" && echo \"$d\"",
-                        "create a temporary directory").strip().splitlines()[-1]
+        opts, host = self.options, self.target.host
+        before = query_device(self._session, opts)
+        for line in before.lines():
+            self.echo(f"device    {line}")
+        if before.interrupted:
+            self.echo(f"current {Path(before.current).name} was installed by a deploy that did not finish; the service "
+                      f"runs {Path(before.previous).name}: switching current back to it first, so it stays the one to "
+                      "roll back to")
+            self._rollback()
         try:
-            self._call(self.target.scp(b.path, tmp), f"copy {b.path} to {self.target.host}:{tmp}")
-            staged = f"{tmp}/{b.path.name}"
-            installed = self._json(self._ssh(
-                opts.edgeclass("bundle", "install", staged, "--root", opts.root, "--keep", str(opts.keep), "--json",
-                               as_service_user=True),
-                "install and verify the bundle"))
-        finally:
-            self._ssh(shlex.join(["rm", "-rf", tmp]), "remove the temporary directory", check=False)
+            installed = self._install(b)
+        except ConnectionLost as exc:
+            raise DeployError(f"{host}: lost the connection while installing the bundle ({exc.what}: {exc.reason}); "
+                              "the device may or may not have switched current to it: "
+                              f"'edgeclass deploy --status {host}' says where it stands once the host answers again") from None
         release, previous = installed["release"], installed.get("previous")
         self.echo(f"installed {release}" + (f" (previous: {previous})" if previous else " (first release)"))
-        problem = self._reload_and_wait(release)
-        if problem is None:
-            self.echo(f"healthy on {release}")
-            return {"release": release, "previous": previous, "status": "healthy"}
-        if previous is None:
-            raise DeployError(f"{self.target.host}: {release} is not healthy ({problem}) and there is no previous release to roll back to")
-        self.echo(f"not healthy ({problem}): rolling back to {previous}")
-        self._ssh(opts.edgeclass("bundle", "rollback", "--root", opts.root, "--json", as_service_user=True), "roll back")
-        after = self._reload_and_wait(previous)
+        has_tpu_model = b.edgetpu_model_path is not None
+        try:
+            problem = self._bring_up(release, has_tpu_model)
+            if problem is None:
+                return {"release": release, "previous": previous, "status": "healthy"}
+            if previous is None:
+                raise DeployError(f"{host}: {release} is not healthy ({problem}) and there is no previous release to "
+                                  f"roll back to; it stays current (journalctl -u {opts.service} on the device says why)")
+            self.echo(f"not healthy ({problem}): rolling back to {previous}")
+            self._rollback()
+            after = self._bring_up(previous, None)
+        except ConnectionLost as exc:
+            raise DeployError(f"{host}: lost the connection after installing {Path(release).name} ({exc.what}: "
+                              f"{exc.reason}); on the device, current is {Path(release).name} (previous: "
+                              f"{Path(previous).name if previous else 'none'}) but the service may still run the one "
+                              f"before it. When the host answers again, 'edgeclass deploy --status {host}' says what "
+                              "runs and whether it is healthy, and deploying again finishes the switch") from None
         verdict = "healthy again" if after is None else f"still not healthy: {after}"
-        raise DeployError(f"{self.target.host}: {Path(release).name} did not become healthy ({problem}); "
+        raise DeployError(f"{host}: {Path(release).name} did not become healthy ({problem}); "
                           f"rolled back to {Path(previous).name}, {verdict}")
 
-    def _reload_and_wait(self, release: str) -> str | None:
-        """Reload, then poll status until healthy on ``release``; the last problem, or None when healthy."""
+    def _install(self, b) -> dict:
+        """Upload, make readable, install as the service user, remove the upload; the install's JSON."""
+        opts, session = self.options, self._session
+        tmp = session.run(f'd=$(mktemp -d {UPLOAD}) && chmod 755 "$d" && echo "$d"',
+                          "create a temporary directory").stdout.strip().splitlines()[-1]
+        try:
+            session.copy(b.path, tmp, f"copy {b.path} to {self.target.host}:{tmp}")
+        except DeployError:
+            try:
+                session.run(f"rm -rf -- {shlex.quote(tmp)}", "remove the temporary directory", check=False)
+            except ConnectionLost:
+                pass
+            raise
+        result = session.run(self._install_command(f"{tmp}/{b.path.name}", tmp), "install and verify the bundle")
+        for line in result.stderr.splitlines():
+            if line.startswith(("WARNING", "warning")):
+                self.echo(f"device    {line}")
+        try:
+            return json.loads(result.stdout.strip().splitlines()[-1])
+        except (json.JSONDecodeError, IndexError):
+            raise DeployError(f"expected JSON from the device's edgeclass, got {result.stdout.strip()[-200:]!r}") from None
+
+    def _install_command(self, staged: str, tmp: str) -> str:
+        # One command: the upload is removed even when the connection drops after the install.
         opts = self.options
-        result = self._call(self.target.ssh(opts.reload), f"reload ({opts.reload})", check=False)
+        install = opts.edgeclass("bundle", "install", staged, "--root", opts.root, "--keep", str(opts.keep), "--json",
+                                 as_service_user=True)
+        return (f"chmod -R u+rwX,go+rX -- {shlex.quote(staged)} && {install}; s=$?; "
+                f"rm -rf -- {shlex.quote(tmp)}; exit $s")
+
+    def _rollback(self) -> None:
+        opts = self.options
+        self._session.run(opts.edgeclass("bundle", "rollback", "--root", opts.root, "--json", as_service_user=True),
+                          "roll back")
+
+    def _bring_up(self, release: str, has_tpu_model: bool | None) -> str | None:
+        """Start or reload the service, then wait until it is healthy on ``release``; the last problem, or None."""
+        problem = self._start_or_reload()
+        if problem is not None:
+            return problem
+        return self._wait_healthy(release, has_tpu_model)
+
+    def _start_or_reload(self) -> str | None:
+        opts, session = self.options, self._session
+        if opts.reload_command:
+            result = session.run(opts.reload_command, f"reload ({opts.reload_command})", check=False)
+            if result.returncode != 0:
+                return f"reload failed with exit {result.returncode}: {last_line(result)}"
+            self.echo(f"reloaded: {opts.reload_command}")
+            return None
+        result = session.run(f"systemctl is-active {opts.quoted_service}", "ask systemd", check=False)
+        state = (result.stdout.split() or ["unknown"])[0]
+        done = []
+        if state == "failed":
+            # A crash loop ends in "failed" with the start limit hit: systemd refuses to start it until reset.
+            result = session.run(opts.systemctl("reset-failed"), "reset the failed unit", check=False)
+            if result.returncode != 0:
+                return f"{opts.systemctl('reset-failed')} failed with exit {result.returncode}: {_first_line(result)}"
+            done.append("reset-failed")
+        result = session.run(opts.systemctl("reload-or-restart"), "start or reload the service", check=False)
         if result.returncode != 0:
-            return f"reload failed with exit {result.returncode}: {_last_line(result)}"
+            return f"{opts.systemctl('reload-or-restart')} failed with exit {result.returncode}: {_first_line(result)}"
+        done.append("reloaded it" if state in ("active", "reloading") else "started it")
+        self.echo(f"service {opts.service} was {state}: " + ", then ".join(done))
+        return None
+
+    def _wait_healthy(self, release: str, has_tpu_model: bool | None) -> str | None:
+        opts = self.options
         deadline = time.monotonic() + opts.timeout
-        problem = "no status yet"
         status_cmd = opts.edgeclass("service", "status", "--json", "--state-file", opts.state_file)
         while True:
-            result = self._call(self.target.ssh(status_cmd), "status", check=False, quiet=True)
+            result = self._session.run(status_cmd, "read the service's health", check=False, quiet=True)
+            health = DeviceStatus(releases={"current": release})
             try:
-                status = json.loads(result.stdout.strip().splitlines()[-1])
+                health.health = json.loads(result.stdout.strip().splitlines()[-1])
             except (json.JSONDecodeError, IndexError):
-                problem = f"status command failed: {_last_line(result)}"
+                problem = f"status command failed: {last_line(result)}"
             else:
-                running = os.path.normpath(str((status.get("state") or {}).get("bundle_path") or ""))
-                if not status.get("healthy"):
-                    problem = "; ".join(status.get("problems") or ["unhealthy"])
-                elif running != os.path.normpath(release):
-                    problem = f"the service still runs {running or 'an unknown bundle'}"
+                state = health.state
+                if not health.healthy:
+                    problem = "; ".join(health.health.get("problems") or ["unhealthy"])
+                elif not health.on(release):
+                    problem = f"the service still runs {health.running or 'an unknown bundle'}"
                 else:
-                    return None
+                    problem = edgetpu_problem(state, bool(has_tpu_model))
+                    if problem is None:
+                        fps = f", {state['fps']:.1f} fps" if isinstance(state.get("fps"), (int, float)) else ""
+                        self.echo(f"healthy on {release} ({describe_backend(state)}{fps})")
+                        return None
             if time.monotonic() >= deadline:
                 return f"{problem}, after {opts.timeout:g} s"
             time.sleep(opts.poll)
 
+    # -- the plan ------------------------------------------------------------------
+
     def _plan(self, bundle: Path) -> dict:
         opts, t = self.options, self.target
-        tmp = "/tmp/edgeclass-deploy.XXXXXX"
-        staged = f"{tmp}/{bundle.name}"
+        staged = f"{UPLOAD}/{bundle.name}"
         steps = [
-            ("create a temporary directory", t.ssh(f"mktemp -d {tmp}")),
-            ("copy the bundle", t.scp(bundle, tmp)),
-            ("install and verify it, switch current", t.ssh(opts.edgeclass(
-                "bundle", "install", staged, "--root", opts.root, "--keep", str(opts.keep), "--json", as_service_user=True))),
-            ("remove the temporary directory", t.ssh(shlex.join(["rm", "-rf", tmp]))),
-            ("reload the service", t.ssh(opts.reload)),
+            ("list the releases", t.ssh(opts.edgeclass("bundle", "releases", "--root", opts.root, "--json"))),
+            *([] if opts.reload_command else [("ask systemd", t.ssh(f"systemctl is-active {opts.quoted_service}"))]),
+            ("read the service's health", t.ssh(opts.edgeclass("service", "status", "--json", "--state-file", opts.state_file))),
+            ("create a temporary directory", t.ssh(f"mktemp -d {UPLOAD}")),
+            ("copy the bundle", t.scp(bundle, UPLOAD)),
+            ("make it readable by the service user, install and verify it, switch current, remove the upload",
+             t.ssh(self._install_command(staged, UPLOAD))),
+        ]
+        if opts.reload_command:
+            steps.append(("reload the service", t.ssh(opts.reload_command)))
+        else:
+            steps += [("if the unit is failed, reset it", t.ssh(opts.systemctl("reset-failed"))),
+                      ("start or reload the service", t.ssh(opts.systemctl("reload-or-restart")))]
+        steps += [
             (f"wait up to {opts.timeout:g} s for healthy on the new release", t.ssh(opts.edgeclass(
                 "service", "status", "--json", "--state-file", opts.state_file))),
-            ("if not healthy: roll back, then reload again", t.ssh(opts.edgeclass(
+            ("if not healthy: roll back, then start or reload again", t.ssh(opts.edgeclass(
                 "bundle", "rollback", "--root", opts.root, "--json", as_service_user=True))),
         ]
         for text, argv in steps:
             self.echo(f"would: {text}: {shlex.join(argv)}")
         return {"release": None, "previous": None, "status": "dry-run"}
 
-    def _ssh(self, command: str, what: str, check: bool = True) -> str:
-        return self._call(self.target.ssh(command), what, check=check).stdout
 
-    def _call(self, argv: list[str], what: str, check: bool = True, quiet: bool = False) -> subprocess.CompletedProcess:
-        if not quiet:
-            log.debug("%s: %s", what, shlex.join(argv))
-        try:
-            result = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600)
-        except FileNotFoundError:
-            raise DeployError(f"{argv[0]}: not found; install the OpenSSH client (apt install openssh-client)") from None
-        except subprocess.TimeoutExpired:
-            raise DeployError(f"{self.target.host}: '{what}' took more than 600 s") from None
-        if check and result.returncode != 0:
-            raise DeployError(f"{self.target.host}: could not {what} (exit {result.returncode}): {_last_line(result)}")
-        return result
-
-    @staticmethod
-    def _json(text: str) -> dict:
-        try:
-            return json.loads(text.strip().splitlines()[-1])
-        except (json.JSONDecodeError, IndexError):
-            raise DeployError(f"expected JSON from the device's edgeclass, got {text.strip()[-200:]!r}") from None
+def show_status(target: SshTarget, options: DeployOptions, echo: Callable[[str], None] = print) -> DeviceStatus:
+    """``deploy --status``: print where the device stands; the :class:`DeviceStatus` (``verdict()`` None = all good)."""
+    echo(f"status of {target.host}:{options.root}")
+    with Session(target) as session:
+        status = query_device(session, options)
+    for line in status.lines():
+        echo(line)
+    return status
 
 
-def _last_line(result: subprocess.CompletedProcess) -> str:
+def _first_line(result) -> str:
+    """systemctl puts the reason first ("Job for ... failed because ...") and "See ..." after it."""
     lines = (result.stderr or result.stdout or "").strip().splitlines()
-    return lines[-1] if lines else "no output"
+    return lines[0] if lines else "no output"

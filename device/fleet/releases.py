@@ -7,10 +7,12 @@ Layout under a root (``/var/lib/edgeclass`` on a Pi)::
     current -> releases/flowers-v4-...                      what the service runs
     previous -> releases/flowers-v3-...                     what ``rollback`` returns to
 
-A new bundle is copied next to the others, verified *in place* (hashes, then a
-test inference on a grey frame) and only then becomes ``current``: the
-symlink is created under a temporary name and renamed over ``current``, which
-is atomic, so the service never sees a missing or half-copied bundle. The
+A new bundle is copied next to the others (only ``bundle.json`` and the files
+it lists, under ``releases/.incoming-*`` while the copy is made), verified
+*in place* (contents, hashes, then a test inference on a grey frame), synced
+to storage, and only then becomes ``current``: the symlink is created under a
+temporary name and renamed over ``current``, which is atomic, so the service
+never sees a missing or half-copied bundle, even after a power cut. The
 release name carries the UTC install time (lexical order = install order) and
 the start of the sha256 of bundle.json (which lists every file's hash), so two
 different bundles with one name stay apart.
@@ -31,15 +33,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from ..bundle import MANIFEST, load_bundle
+from ..bundle import EDGETPU_MODEL, MANIFEST, load_bundle
+from ..bundle.contents import copy_listed
 from ..errors import EdgeclassError
-from ..files import fsync_dir
+from ..files import DIR_MODE, fsync_dir, fsync_tree
 
 log = logging.getLogger(__name__)
 
 RELEASES = "releases"
 CURRENT = "current"
 PREVIOUS = "previous"
+INCOMING = ".incoming-"  # a copy being made, under the releases lock
 _NAME = re.compile(r"^(?P<bundle>.+)-(?P<stamp>\d{8}T\d{6}\.\d{6}Z)-(?P<sha>[0-9a-f]{8})$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -114,6 +118,29 @@ def previous_release(root: str | Path) -> Release | None:
     return older[-1] if older else None
 
 
+def describe_releases(root: str | Path) -> dict:
+    """What is installed under ``root``, for ``bundle releases --json`` and ``deploy --status``.
+
+    ``current`` and ``previous`` are resolved paths (what the service reports
+    as its ``bundle_path``), or None; a link that is broken or not a release
+    is reported under ``problems`` instead of raising.
+    """
+    root = Path(root)
+    summary: dict = {"root": str(root), "current": None, "previous": None, "problems": []}
+    for key, find in (("current", current_release), ("previous", previous_release)):
+        try:
+            release = find(root)
+        except ReleaseError as exc:
+            summary["problems"].append(str(exc))
+            continue
+        summary[key] = str(release.path.resolve()) if release else None
+    summary["current_has_edgetpu_model"] = bool(summary["current"]) and (Path(summary["current"]) / EDGETPU_MODEL).is_file()
+    summary["releases"] = [r.name for r in list_releases(root)]
+    folder = root / RELEASES
+    summary["incoming"] = sorted(p.name for p in folder.glob(f"{INCOMING}*")) if folder.is_dir() else []
+    return summary
+
+
 def _linked(root: Path, name: str) -> Release | None:
     link = root / name
     if not link.is_symlink():
@@ -131,6 +158,13 @@ def install_bundle(bundle: str | Path, root: str | Path, keep: int = 3, *, verif
                    now: datetime | None = None) -> Switch:
     """Copy ``bundle`` into a new release, verify the copy, make it current, keep the newest ``keep``.
 
+    Only ``bundle.json`` and the files it lists are copied, each a regular
+    file within the size caps (:mod:`edgeclass.device.bundle.contents`),
+    world-readable. The copy is synced to storage before ``current`` switches
+    to it, so a power cut leaves the old release or the complete new one,
+    never a zero-length model behind ``current``. Copies left by an install
+    that died (``releases/.incoming-*``) are removed first: installs hold the
+    releases lock while they copy, so one found under the lock is stale.
     On any failure the copy is removed and ``current`` is untouched.
     """
     if keep < 1:
@@ -138,21 +172,24 @@ def install_bundle(bundle: str | Path, root: str | Path, keep: int = 3, *, verif
     source = load_bundle(bundle)  # refuse a damaged bundle before copying anything
     root = Path(root)
     folder = root / RELEASES
-    folder.mkdir(parents=True, exist_ok=True)
+    _make_dirs(folder)
     with _locked(root):
+        _remove_stale_incoming(folder)
         previous = current_release(root)
-        sha = hashlib.sha256((source.path / MANIFEST).read_bytes()).hexdigest()[:8]
         stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%S.%fZ")
-        name = f"{_UNSAFE.sub('_', source.name).strip('._') or 'bundle'}-{stamp}-{sha}"
-        final = folder / name
-        if final.exists():
-            raise ReleaseError(f"{final}: already exists")
-        incoming = Path(tempfile.mkdtemp(prefix=".incoming-", dir=folder))
+        incoming = Path(tempfile.mkdtemp(prefix=INCOMING, dir=folder))
         try:
             copy = incoming / "bundle"
-            shutil.copytree(source.path, copy, symlinks=False)
+            copy_listed(source.path, source.manifest["files"], copy)
+            sha = hashlib.sha256((copy / MANIFEST).read_bytes()).hexdigest()[:8]
+            name = f"{_UNSAFE.sub('_', source.name).strip('._') or 'bundle'}-{stamp}-{sha}"
+            final = folder / name
+            if final.exists():
+                raise ReleaseError(f"{final}: already exists")
             check_release(copy, verify_inference=verify_inference)
+            fsync_tree(copy)
             os.rename(copy, final)
+            fsync_dir(folder)  # the release's name reaches the card before the link that points at it
         finally:
             shutil.rmtree(incoming, ignore_errors=True)
         release = Release(final, *_NAME.match(name).group("bundle", "stamp", "sha"))
@@ -162,6 +199,24 @@ def install_bundle(bundle: str | Path, root: str | Path, keep: int = 3, *, verif
         removed = _prune(root, keep, [release, previous] if previous else [release])
     log.info("installed %s (previous: %s)", release.path, previous.name if previous else "none")
     return Switch(release, previous, removed)
+
+
+def _remove_stale_incoming(folder: Path) -> None:
+    """Remove ``.incoming-*`` copies; call with the releases lock held (so none belongs to a live install)."""
+    for entry in folder.glob(f"{INCOMING}*"):
+        log.info("removing %s, left by an install that did not finish", entry)
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+def _make_dirs(folder: Path) -> None:
+    """``root/releases`` and its parents, 0755 whatever the umask (the service user reads them)."""
+    missing = [p for p in [folder, *folder.parents] if not p.exists()]
+    for path in reversed(missing):
+        path.mkdir(exist_ok=True)
+        os.chmod(path, DIR_MODE)
 
 
 def rollback(root: str | Path) -> Switch:
@@ -187,18 +242,23 @@ def rollback(root: str | Path) -> Switch:
 
 
 def check_release(path: Path, *, verify_inference: bool = True) -> None:
-    """Hashes and shapes, then one test inference on the CPU model, as the service will run it.
+    """Contents, hashes and shapes, one test inference on the CPU model as the service will run it, and the
+    bundle's ``defaults``.
 
     The CPU model: a USB Coral is held by the running service and cannot be
     opened twice.
     """
-    if not verify_inference:
-        load_bundle(path)
-        return
-    from ..pipeline.classifier import EdgeTPU
-    from ..pipeline.verify import verify_bundle
+    from ..service.config import bundle_defaults, check_values
 
-    verify_bundle(path, threads=1, edgetpu=EdgeTPU.OFF)
+    if verify_inference:
+        from ..pipeline.classifier import EdgeTPU
+        from ..pipeline.verify import verify_bundle
+
+        bundle = verify_bundle(path, threads=1, edgetpu=EdgeTPU.OFF).bundle
+    else:
+        bundle = load_bundle(path)
+    # The service would refuse a bad value here at its next start or reload: refuse it now instead.
+    check_values(bundle_defaults(bundle.manifest), lambda s, k: f"{path / MANIFEST} defaults", path)
 
 
 def switch_to(root: Path, release: Release) -> None:

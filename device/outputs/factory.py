@@ -13,6 +13,7 @@ import logging
 from typing import Iterable
 
 from ..pipeline.loop import Output
+from .http import HttpOutput
 from .mqtt import MqttOutput
 from .stream import StreamOutput
 from .uncertain import UncertainSaver
@@ -24,20 +25,36 @@ REGISTRY: dict[str, type] = {
     "stream": StreamOutput,
     "uncertain": UncertainSaver,
     "mqtt": MqttOutput,
+    "http": HttpOutput,
 }
 
 
 def build_outputs(config, names: Iterable[str] | None = None) -> dict[str, Output]:
-    """The outputs that ``config`` turns on, by name, in registry order."""
+    """The outputs that ``config`` turns on, by name, in registry order.
+
+    All or none: when one cannot be built (a folder that cannot be created, a
+    file that cannot be opened), those already built are closed and the error
+    is raised.
+    """
     wanted = set(REGISTRY if names is None else names)
     built: dict[str, Output] = {}
-    for name, cls in REGISTRY.items():
-        if name not in wanted:
-            continue
-        output = cls.from_config(config)
-        if output is not None:
-            built[name] = output
+    try:
+        for name, cls in REGISTRY.items():
+            if name not in wanted:
+                continue
+            output = cls.from_config(config)
+            if output is not None:
+                built[name] = output
+    except BaseException:
+        close_outputs(built.values())
+        raise
     return built
+
+
+def close_outputs(outputs: Iterable[Output]) -> None:
+    """Close each output (closing is safe to repeat)."""
+    for output in outputs:
+        output.close()
 
 
 def changed_outputs(old, new) -> list[str]:
@@ -46,24 +63,45 @@ def changed_outputs(old, new) -> list[str]:
             if any(getattr(old, s) != getattr(new, s) for s in cls.sections)]
 
 
-def rebuild_outputs(current: dict[str, Output], old, new, run) -> dict[str, Output]:
-    """Apply a reloaded config: outputs whose sections changed are closed and built again.
+def reconfigurable(current: dict[str, Output], names: Iterable[str]) -> list[str]:
+    """The outputs among ``names`` that apply new settings in place (``reconfigure(config)``), not rebuilt.
 
-    New ones are built first, so a refused setting (a folder that cannot be
-    created, a certificate that does not load) leaves the running outputs as
-    they are. The old ones are closed before the new ones start: an old MQTT
-    connection says "offline" before the new one says "online", an old
-    listener frees its port.
+    The HTTP server is one: it keeps its port and its open pages.
     """
-    names = changed_outputs(old, new)
-    if not names:
-        return current
-    fresh = build_outputs(new, names)
-    for name in names:
-        if name in current:
-            current[name].close()
-    for output in fresh.values():
-        output.start(run)
+    return [name for name in names if getattr(current.get(name), "reconfigure", None) is not None]
+
+
+def replace_outputs(current: dict[str, Output], fresh: dict[str, Output], names: Iterable[str],
+                    run, config=None) -> dict[str, Output]:
+    """Swap in ``fresh`` (built by ``build_outputs(new, names)``) for the outputs named in ``names``.
+
+    Outputs that apply settings in place (:func:`reconfigurable`) get
+    ``reconfigure(config)`` first; each checks everything before it changes
+    anything, and one that returns False is off now. The fresh outputs are
+    then started on ``run``; if one refuses, all fresh ones are closed and the
+    replaced outputs are left as they were. Only then are the replaced outputs
+    closed. A name in ``names`` but not in ``fresh`` is an output the new
+    settings turn off.
+    """
+    names = list(names)
+    in_place = [name for name in reconfigurable(current, names) if name not in fresh]
+    kept = {name for name in in_place if current[name].reconfigure(config)}
+    names = [name for name in names if name not in kept]
+    # One at a time: an MQTT session (the old one's "offline" must come before
+    # the new one's "online"). Their start only queues work, so they go last,
+    # after every output whose start can refuse.
+    exclusive = [name for name in fresh if getattr(fresh[name], "one_at_a_time", False)]
+    try:
+        for name, output in fresh.items():
+            if name not in exclusive:
+                output.start(run)
+        for name in exclusive:
+            if name in current:
+                current[name].close()
+            fresh[name].start(run)
+    except BaseException:
+        close_outputs(fresh.values())
+        raise
     result: dict[str, Output] = {}
     for name in REGISTRY:
         if name in names:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 import time
 from datetime import datetime, timezone
@@ -19,7 +18,7 @@ from enum import Enum
 from pathlib import Path
 from typing import IO
 
-from ..errors import EdgeclassError
+from ..errors import EdgeclassError, printable
 from ..pipeline.decide import Decision
 from ..pipeline.loop import Output, Runner
 from ..pipeline.sources import Frame
@@ -27,11 +26,6 @@ from .config import OutputConfig
 from .figures import FpsMeter, run_figures
 
 log = logging.getLogger(__name__)
-
-# C0/C1 control characters: a label read from a bundle must not move a
-# terminal's cursor or change its colours.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
 
 class OutputFormat(str, Enum):
     JSONL = "jsonl"
@@ -48,11 +42,6 @@ class Emit(str, Enum):
 def iso_time(ts: float) -> str:
     """A Unix time as ISO 8601 UTC with milliseconds."""
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds")
-
-
-def printable(text: str) -> str:
-    """``text`` with control characters replaced, safe to print on a terminal."""
-    return _CONTROL.sub("?", text)
 
 
 def result_record(event: str, frame: Frame, decision: Decision) -> dict:

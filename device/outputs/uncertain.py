@@ -16,6 +16,11 @@ at the top are not classes and sidecars are not images, so both are ignored.
 Only the loose top-level files are this module's: sorted frames in class
 folders are never counted against the cap nor deleted.
 
+Who may read them: the folder is made group-writable and setgid
+(``FOLDER_MODE``), frames are group-readable (``FRAME_MODE``), so members of
+the service's group (``service install`` adds the user who ran it) sort them
+without sudo, and nobody else reads them.
+
 Saving is rate-limited (``max_per_minute``, a sliding minute) and disk-capped
 (``max_mb``): after each save the oldest loose frames are removed until the
 folder's loose files fit again. The frame loop only decides and queues; JPEG
@@ -42,12 +47,20 @@ from ..pipeline.decide import Decision
 from ..pipeline.loop import Runner
 from ..pipeline.sources import Frame
 from .base import QueuedOutput
+from .dataset import utc_stamp
 from .config import UncertainConfig
 
 log = logging.getLogger(__name__)
 
 JPEG_QUALITY = 90
-_NAME = re.compile(r"^\d{8}T\d{6}\.\d{3}Z_f\d+_.*\.(jpg|json)$")  # what this module writes, nothing else
+# The person who sorts the frames is in the service's group, not the service's
+# user: the folder is group-writable (to make class folders and move frames)
+# and setgid (what is made in it stays in the group); frames are group-readable.
+# Under systemd the unit's StateDirectoryMode= gives the default folder the same
+# mode; a folder that already exists keeps the mode its owner chose.
+FOLDER_MODE = 0o2770
+FRAME_MODE = 0o640
+SAVED_NAME = re.compile(r"^\d{8}T\d{6}\.\d{3}Z_f\d+_.*\.(jpg|json)$")  # what this module writes, nothing else
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -69,7 +82,10 @@ class UncertainSaver(QueuedOutput):
         self._warned = False
         self._context: dict = {}
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            if not self.directory.is_dir():
+                self.directory.mkdir(parents=True, exist_ok=True)
+                # Made here: shared with the group, whatever the umask (see FOLDER_MODE).
+                os.chmod(self.directory, FOLDER_MODE)
         except OSError as exc:
             raise EdgeclassError(f"{self.directory}: cannot create the uncertain-frames folder ({exc.strerror})") from None
         # Oldest first: (stem, bytes of the .jpg and .json together).
@@ -89,7 +105,7 @@ class UncertainSaver(QueuedOutput):
     def _scan(self) -> list[tuple[str, int]]:
         sizes: dict[str, int] = {}
         for entry in os.scandir(self.directory):
-            if entry.is_file() and _NAME.match(entry.name):
+            if entry.is_file() and SAVED_NAME.match(entry.name):
                 stem = entry.name.rsplit(".", 1)[0]
                 sizes[stem] = sizes.get(stem, 0) + entry.stat().st_size
         return sorted(sizes.items())  # names start with the UTC time: sorted = oldest first
@@ -124,7 +140,7 @@ class UncertainSaver(QueuedOutput):
 
         timestamp = time.time() if timestamp is None else timestamp
         when = datetime.fromtimestamp(timestamp, timezone.utc)
-        stem = f"{when.strftime('%Y%m%dT%H%M%S')}.{when.microsecond // 1000:03d}Z_f{frame_index:07d}_{_safe(guess)}"
+        stem = f"{utc_stamp(timestamp)}_f{frame_index:07d}_{_safe(guess)}"
         jpg, sidecar = self.directory / f"{stem}.jpg", self.directory / f"{stem}.json"
         order = np.argsort(scores)[::-1]
         record = {
@@ -141,8 +157,8 @@ class UncertainSaver(QueuedOutput):
         try:
             if not ok:
                 raise OSError("JPEG encoding failed")
-            atomic_write(jpg, encoded.tobytes())
-            atomic_write(sidecar, json.dumps(record, indent=1) + "\n")
+            atomic_write(jpg, encoded.tobytes(), mode=FRAME_MODE)
+            atomic_write(sidecar, json.dumps(record, indent=1) + "\n", mode=FRAME_MODE)
         except OSError as exc:  # disk full, folder removed: losing a sample must not stop the service
             if not self._warned:
                 self._warned = True

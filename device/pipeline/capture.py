@@ -8,15 +8,23 @@ a daemon thread and hands frames to the inference loop through :meth:`get`:
 - files and folders deliver every frame in order through a queue of two, the
   reader blocking when it is full (no backlog growth);
 - preprocessing runs in the capture thread, so it overlaps inference;
-- blank frames (a uniform black or grey picture, what a failing camera often
-  sends) are skipped and counted, never classified;
-- a source that blocks in ``open()``/``read()`` for ``stall_timeout`` (or, if
-  live, sends only blank frames that long), or that fails, is reported and
+- blank frames (a uniform black or grey picture: a covered lens, a pitch-dark
+  scene, a failing camera) are skipped and counted, never classified; by
+  default they still prove that the camera works (a dark scene at night is
+  not a fault), unless ``blank_is_stall``;
+- a camera whose pictures are byte-identical for ``frozen_after`` seconds has
+  frozen (sensor noise makes that impossible for a working one): the repeats
+  are skipped, then it is treated as stalled; files and folders are exempt;
+- a source that blocks in ``read()`` for ``stall_timeout`` (the clock starts
+  once the source has opened: a camera or stream that is slow to open is not
+  a stall of frames; ``open()`` has ``open_timeout`` of its own), or (if live)
+  sends only blank frames that long, or that fails, is reported and
   replaced by a fresh one from ``make_source`` after an exponential backoff;
   frames are never invented and frames from before a reopen are never handed
-  out after it; after ``give_up_after`` seconds without a good frame
-  :meth:`get` raises :class:`SourceError`, so a service exits non-zero and
-  systemd restarts it.
+  out after it; a file or folder reopened mid-way resumes after the last frame
+  read, so no frame is classified twice; after ``give_up_after`` seconds
+  without a good frame :meth:`get` raises :class:`SourceError`, so a service
+  exits non-zero and systemd restarts it.
 
 Threads: one supervisor (stall clock, backoff, give-up) and one reader per
 opened source (a "generation"). A read blocked inside a driver or FFmpeg
@@ -39,12 +47,15 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from ..errors import SourceError
-from .sources import Frame, FrameSource
+from ..errors import SourceError, SourceMissing
+from .sources import Frame, FrameSource, redact
 
 log = logging.getLogger(__name__)
 
 BLANK_STD = 1.0  # a real scene, even a dark one, has sensor noise above this
+# FFmpeg gives a network camera 10 s to answer, picamera2 a few seconds to
+# start the sensor; an open that takes longer than this is hung in the driver.
+OPEN_TIMEOUT = 30.0
 MAX_ABANDONED = 4
 QUEUE_DEPTH = 2  # non-live: enough to overlap decode with inference, no more
 
@@ -70,12 +81,31 @@ class GrabberStats:
     last_error: str | None
     is_stalled: bool  # no good frame since a stall or failure was detected
     seconds_since_frame: float | None  # since the last good frame; None before the first
+    # Abandoned readers still blocked in the driver. While one is, it holds the
+    # device, so opening it again is futile: only ending the process frees it.
+    stuck_readers: int = 0
+    repeats_skipped: int = 0  # frames byte-identical to the camera's previous picture
+    only_blank_for: float | None = None  # seconds the frames have all been blank; None when the last was not
 
 
 def is_blank(rgb: np.ndarray) -> bool:
-    """True for a uniform frame (all black, all grey): what a dead camera sends."""
+    """True for a uniform frame (all black, all grey): a covered lens, a pitch-dark scene, a dead camera."""
     # Every 8th pixel each way: ~20 µs on 640x480, plenty to see any real scene.
     return float(rgb[::8, ::8].std()) < BLANK_STD
+
+
+def same_picture(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two frames are byte-identical (what a frozen camera or driver repeats).
+
+    A strided sample is compared first: sensor noise makes nearly every pixel of
+    two real frames differ, so a working camera's frames are told apart by the
+    sample alone; only an identical sample pays for the full comparison.
+    """
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if not np.array_equal(a[::16, ::16], b[::16, ::16]):
+        return False
+    return bool(np.array_equal(a, b))
 
 
 class _Generation:
@@ -88,10 +118,14 @@ class _Generation:
         self.live: bool | None = None
         self.opened = False
         self.abandoned = False  # set by the supervisor or close(); the thread exits at its next check
-        self.busy_since: float | None = now  # in make_source()/open()/read() since then
+        self.started = now  # make_source() and open() began
+        self.busy_since: float | None = None  # in read() since then (None: opening, or between reads)
         self.blank_since: float | None = None
+        self.from_sensor = False  # frames come from a camera: repeats mean it froze
+        self.repeating = False  # its latest frame repeated the previous picture
         self.outcome: str | None = None  # "ended" or "failed"
         self.error: str | None = None
+        self.missing = False  # failed because the source does not exist (yet)
 
 
 class FrameGrabber:
@@ -102,8 +136,13 @@ class FrameGrabber:
     source each time. ``retry_first_open``: whether a failure to open the very
     first source is retried (with backoff, until ``give_up_after``) or raised at
     once by :meth:`get`; ``None`` retries live sources (a camera may still be
-    starting at boot) and fails fast on files and folders (a missing or corrupt
-    file will not fix itself).
+    starting at boot) and sources that do not exist yet
+    (:class:`~edgeclass.device.errors.SourceMissing`: a ``/dev/v4l/by-id`` link
+    udev has not made, a share not mounted), and fails fast on files and
+    folders that exist but cannot be read (they will not fix themselves).
+    ``open_timeout``: how long ``make_source()`` plus ``open()`` may take before
+    the source counts as hung (default: the larger of :data:`OPEN_TIMEOUT` and
+    ``stall_timeout``); ``stall_timeout`` only starts once it has opened.
     """
 
     def __init__(
@@ -112,9 +151,12 @@ class FrameGrabber:
         preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
         *,
         stall_timeout: float = 5.0,
+        open_timeout: float | None = None,
         reopen_backoff: tuple[float, float] = (0.5, 30.0),
         give_up_after: float | None = 300.0,
         skip_blank: bool = True,
+        blank_is_stall: bool = False,
+        frozen_after: float | None = 10.0,
         retry_first_open: bool | None = None,
         name: str = "edgeclass-capture",
     ) -> None:
@@ -127,9 +169,12 @@ class FrameGrabber:
             raise ValueError(f"give_up_after must be > 0 or None, got {give_up_after}")
         self._make_source = make_source
         self.stall_timeout = float(stall_timeout)
+        self.open_timeout = max(OPEN_TIMEOUT, self.stall_timeout) if open_timeout is None else float(open_timeout)
         self.reopen_backoff = (float(low), float(high))
         self.give_up_after = give_up_after
         self.skip_blank = skip_blank
+        self.blank_is_stall = blank_is_stall
+        self.frozen_after = frozen_after if frozen_after else None  # 0 or None: never
         self.retry_first_open = retry_first_open
         self.name = name
         # One lock, three wait queues: consumers wait for frames, the non-live
@@ -149,6 +194,7 @@ class FrameGrabber:
         self._abandoned: list[_Generation] = []
         self._gen_count = 0
         self._next_base = 0
+        self._resume_at: object | None = None  # where a fresh file/folder source continues (never frame 0 again)
         self._last_returned = -1
         self._description = "frame source (not opened yet)"
         self._live: bool | None = None
@@ -158,7 +204,12 @@ class FrameGrabber:
         self._failures = 0  # consecutive, for the backoff
         self._next_open_at = 0.0
         self._started_at: float | None = None
-        self._last_good: float | None = None
+        self._last_good: float | None = None  # last frame worth classifying
+        self._last_alive: float | None = None  # last frame proving the source works (good, or blank)
+        self._blank_run_since: float | None = None
+        self._repeats = 0
+        self._last_picture: np.ndarray | None = None  # the camera's previous (non-blank) picture
+        self._picture_since = 0.0  # when that picture first arrived
         self._ever_opened = False
         self._ended = False
         self._failed: str | None = None
@@ -242,6 +293,9 @@ class FrameGrabber:
                 last_error=self._last_error,
                 is_stalled=self._trouble_since is not None,
                 seconds_since_frame=since,
+                stuck_readers=sum(1 for g in self._abandoned if g.thread is not None and g.thread.is_alive()),
+                repeats_skipped=self._repeats,
+                only_blank_for=None if self._blank_run_since is None else time.monotonic() - self._blank_run_since,
             )
 
     @property
@@ -331,7 +385,7 @@ class FrameGrabber:
                 self._after_failure(gen, why, now, stalled)
                 if self._failed is not None:
                     return None
-        last_good = self._last_good if self._last_good is not None else self._started_at
+        last_good = self._last_alive if self._last_alive is not None else self._started_at
         if (
             self._trouble_since is not None
             and self.give_up_after is not None
@@ -359,16 +413,17 @@ class FrameGrabber:
         return poll
 
     def _stall_reason(self, gen: _Generation, now: float) -> str | None:
+        if not gen.opened:
+            if now - gen.started >= self.open_timeout:
+                return f"{self._description}: open did not complete in {now - gen.started:.1f} s (blocked in the source)"
+            return None
         if gen.busy_since is not None and now - gen.busy_since >= self.stall_timeout:
-            what = "no frame" if gen.opened else "open did not complete"
-            return f"{self._description}: {what} for {now - gen.busy_since:.1f} s (blocked in the source)"
-        if (
-            self.skip_blank
-            and gen.live
-            and gen.blank_since is not None
-            and now - gen.blank_since >= self.stall_timeout
-        ):
-            return f"{self._description}: only blank frames for {now - gen.blank_since:.1f} s"
+            return f"{self._description}: no frame for {now - gen.busy_since:.1f} s (blocked in the source)"
+        if gen.blank_since is not None and now - gen.blank_since >= self.stall_timeout:
+            return f"{self._description}: only blank frames for {now - gen.blank_since:.1f} s (blank_is_stall)"
+        if gen.repeating and self.frozen_after is not None and now - self._picture_since >= self.frozen_after:
+            return (f"{self._description}: frozen: the same picture, byte for byte, for "
+                    f"{now - self._picture_since:.1f} s (the camera or its driver repeats its last frame)")
         return None
 
     def _after_failure(self, gen: _Generation, why: str, now: float, stalled: bool) -> None:
@@ -379,7 +434,7 @@ class FrameGrabber:
         first = self._trouble_since is None
         if first:
             self._trouble_since = now
-        retry_first = self.retry_first_open if self.retry_first_open is not None else bool(gen.live)
+        retry_first = self.retry_first_open if self.retry_first_open is not None else bool(gen.live) or gen.missing
         if not self._ever_opened and not stalled and not retry_first:
             self._failed = why
             return
@@ -409,14 +464,19 @@ class FrameGrabber:
             source = self._make_source()
             with self._lock:
                 gen.live = bool(source.live)
+                gen.from_sensor = bool(source.from_sensor)
                 self._live = gen.live
                 if not self._ever_opened:
                     self._description = source.description
             source.open()
             with self._lock:
+                resume_at = self._resume_at
+            if resume_at is not None:  # a file or folder replaced mid-way: what was read stays read
+                source.resume(resume_at)
+            with self._lock:
                 if gen.abandoned:
                     return
-                gen.opened, gen.busy_since = True, None
+                gen.opened = True
                 self._description = source.description
                 first = not self._ever_opened
                 self._ever_opened = True
@@ -430,9 +490,10 @@ class FrameGrabber:
                 if frame is None:  # a clean end (cameras raise instead): a file played in real time
                     self._finish(gen, "ended")
                     return
-                if not self._take(gen, frame):
+                if not self._take(gen, frame, source.position()):
                     return
         except SourceError as exc:
+            gen.missing = isinstance(exc, SourceMissing)
             self._finish(gen, "failed", str(exc))
         except Exception as exc:  # cv2.error, OSError from a driver...: a source failure too
             name = source.description if source is not None else self._description
@@ -442,25 +503,46 @@ class FrameGrabber:
                 try:
                     source.close()
                 except Exception as exc:  # the next source must still open
-                    log.debug("%s: close failed: %s", source.description, exc)
+                    log.debug("%s: close failed: %s", source.description, redact(str(exc)))
 
-    def _take(self, gen: _Generation, frame: Frame) -> bool:
-        """Count, filter, preprocess and queue one frame; False when the reader must stop."""
+    def _take(self, gen: _Generation, frame: Frame, position: object | None = None) -> bool:
+        """Count, filter, preprocess and queue one frame; False when the reader must stop.
+
+        ``position``: the source's :meth:`~FrameSource.position` after this frame.
+        """
         frame = frame._replace(index=gen.base + frame.index)
-        blank = self.skip_blank and is_blank(frame.rgb)
+        # Outside the lock: the checks read pixels. Uniform frames are exempt from
+        # the frozen check: a pitch-dark scene is uniform, and so byte-identical.
+        blank = is_blank(frame.rgb)
+        watch = gen.from_sensor and self.frozen_after is not None and not blank
+        previous = self._last_picture
+        repeat = watch and previous is not None and same_picture(frame.rgb, previous)
         with self._lock:
             gen.busy_since = None
             if gen.abandoned:
                 return False
+            now = time.monotonic()
             self._read += 1
             self._next_base = max(self._next_base, frame.index + 1)
-            if blank:
-                self._blank += 1
-                if gen.blank_since is None:
-                    gen.blank_since = time.monotonic()
+            self._resume_at = position
+            gen.repeating = repeat
+            if repeat:  # the same picture again: never classified twice, frozen after frozen_after
+                self._repeats += 1
                 return True
-            gen.blank_since = None
-            self._good_frame()
+            if watch:
+                self._last_picture, self._picture_since = frame.rgb, now
+            if blank and self.skip_blank:
+                self._blank += 1
+                if self._blank_run_since is None:
+                    self._blank_run_since = now
+                if self.blank_is_stall and gen.live:
+                    if gen.blank_since is None:
+                        gen.blank_since = now
+                else:
+                    self._source_works(now, good=False)
+                return True
+            gen.blank_since = self._blank_run_since = None
+            self._source_works(now, good=True)
             preprocess, version = self._preprocess, self._preprocess_version
         try:
             tensor = preprocess(frame.rgb) if preprocess is not None else None
@@ -485,18 +567,23 @@ class FrameGrabber:
             self._frames.notify()
         return True
 
-    def _good_frame(self) -> None:
-        now = time.monotonic()
+    def _source_works(self, now: float, good: bool) -> None:
+        """A frame that proves the source works: a good one, or a blank one unless ``blank_is_stall``."""
         if self._trouble_since is not None:
             log.info(
-                "%s: frames again after %.1f s (%d reopens so far)",
+                "%s: frames again after %.1f s (%d reopens so far)%s",
                 self._description, now - self._trouble_since, self._reopens,
+                "" if good else "; blank so far (dark scene or covered lens)",
             )  # fmt: skip
             self._trouble_since = None
         self._failures = 0
-        self._last_good = now
+        self._last_alive = now
+        if good:
+            self._last_good = now
 
     def _finish(self, gen: _Generation, outcome: str, error: str | None = None) -> None:
+        # Driver and FFmpeg errors can quote the URL they were given, password and all.
+        error = None if error is None else redact(error)
         with self._lock:
             gen.busy_since = None
             if gen.abandoned:

@@ -49,6 +49,9 @@ class Classifier:
         self.backend = backend.name
         self.model_path = Path(model_path)
         self.on_edgetpu = edgetpu
+        self.num_threads = num_threads
+        # Set by open_classifier: "auto" wanted the bundle's Edge TPU model but runs this CPU one.
+        self.edgetpu_fallback = False
         self._interpreter = make_interpreter(self.model_path, num_threads=num_threads, edgetpu=edgetpu, backend=backend)
         inputs = self._interpreter.get_input_details()
         outputs = self._interpreter.get_output_details()
@@ -75,18 +78,15 @@ class Classifier:
         if dtype != spec.dtype:
             raise BundleError(f"{name}: input dtype is {dtype} but bundle.json says {spec.dtype}")
         if dtype != "float32":
-            scale, zero = self._input["quantization"]
-            if not np.isclose(scale, spec.scale, rtol=1e-5) or int(zero) != spec.zero_point:
-                raise BundleError(
-                    f"{name}: input quantization is (scale {scale:g}, zero point {zero}) but bundle.json says "
-                    f"(scale {spec.scale:g}, zero point {spec.zero_point})"
-                )
+            _check_quantization(name, "input", self._input, spec.scale, spec.zero_point)
         out_shape = [int(d) for d in self._output["shape"]]
         if out_shape[-1] != out.size or int(np.prod(out_shape)) != out.size:
             raise BundleError(f"{name}: output shape is {out_shape} but bundle.json and labels.txt say {out.size} scores")
         out_dtype = np.dtype(self._output["dtype"]).name
         if out_dtype != out.dtype:
             raise BundleError(f"{name}: output dtype is {out_dtype} but bundle.json says {out.dtype}")
+        if out_dtype != "float32":  # scores are dequantized with the manifest's values
+            _check_quantization(name, "output", self._output, out.scale, out.zero_point)
 
     @property
     def input_details(self) -> dict:
@@ -119,6 +119,13 @@ class Classifier:
         return f"{self.model_path.name} on the {where} ({self.backend})"
 
 
+def _check_quantization(model: Path, which: str, details: dict, scale: float, zero_point: int) -> None:
+    actual_scale, actual_zero = details["quantization"]
+    if not np.isclose(actual_scale, scale, rtol=1e-5) or int(actual_zero) != zero_point:
+        raise BundleError(f"{model}: {which} quantization is (scale {actual_scale:g}, zero point {actual_zero}) "
+                          f"but bundle.json says (scale {scale:g}, zero point {zero_point})")
+
+
 def open_classifier(bundle: Bundle, num_threads: int | None = None, edgetpu: EdgeTPU = EdgeTPU.AUTO,
                     backend: str | None = None) -> Classifier:
     """Build the classifier for a bundle, choosing the Edge TPU model when it can run.
@@ -147,5 +154,6 @@ def open_classifier(bundle: Bundle, num_threads: int | None = None, edgetpu: Edg
             raise
         log.warning("Edge TPU model failed to load; running model.tflite on the CPU")
         classifier = Classifier(bundle.model_path, bundle.input, bundle.output, num_threads=num_threads, backend_name=backend)
+    classifier.edgetpu_fallback = edgetpu is EdgeTPU.AUTO and bundle.edgetpu_model_path is not None and not classifier.on_edgetpu
     log.info("model: %s", classifier.describe())
     return classifier

@@ -42,6 +42,13 @@ class SourceConfig:
                              restart=True)
     wait_for_source: bool = setting(False, boolean, "retry a source that is absent at start instead of failing "
                                     "(always on under the service)", restart=True)
+    # A uniform frame has nothing to classify; whether it means trouble depends
+    # on the scene: a lit production line never goes black, a garden at night does.
+    skip_blank: bool = setting(True, boolean, "never classify blank (uniform black or grey) frames", restart=True)
+    blank_is_stall: bool = setting(False, boolean, "a live source sending only blank frames for stall_timeout counts "
+                                   "as stalled (reopened, given up); off: a dark scene is not a fault", restart=True)
+    frozen_after: float = setting(10.0, number(0, unit=" seconds"), "seconds of byte-identical frames from a camera "
+                                  "before it counts as stalled; 0 = never (files and folders are exempt)", restart=True)
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,10 @@ def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
             return _composite_on_white(raw)
     # IMREAD_COLOR applies EXIF orientation, expands gray and scales 16-bit to 8-bit.
     bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    if bgr is None and data[:2] == b"\xff\xd8" and not data.endswith(b"\xff\xd9"):
+        # Some cameras and editors omit a JPEG's final end-of-image marker;
+        # OpenCV 5 then refuses the whole image, although every pixel is there.
+        bgr = cv2.imdecode(np.frombuffer(data + b"\xff\xd9", np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
         raise ImageError(f"{name}: not a readable image (corrupt, truncated or unsupported format)")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

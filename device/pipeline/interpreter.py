@@ -82,9 +82,13 @@ def edgetpu_runtime_error() -> str | None:
     noise (it prints an ignored exception from a half-built delegate object).
     """
     try:
-        ctypes.CDLL(EDGETPU_LIBRARY)
+        library = ctypes.CDLL(EDGETPU_LIBRARY)
     except OSError as exc:
         return f"{EDGETPU_LIBRARY} not loadable ({exc})"
+    # A library of that name that is not a TFLite delegate (a broken install, a
+    # stray file) would make load_delegate raise AttributeError and print noise.
+    if not hasattr(library, "tflite_plugin_create_delegate"):
+        return f"{EDGETPU_LIBRARY} loads but is not the Edge TPU runtime (no tflite_plugin_create_delegate)"
     return None
 
 
@@ -118,7 +122,7 @@ def make_interpreter(model_path: Path, num_threads: int | None = None, edgetpu: 
             )
         try:
             delegates.append(backend.load_delegate(EDGETPU_LIBRARY))
-        except (ValueError, OSError, RuntimeError) as exc:
+        except (ValueError, OSError, RuntimeError, AttributeError) as exc:  # AttributeError: a missing symbol
             raise ModelError(f"{model_path}: the Edge TPU delegate failed to load ({exc}); is the Coral device plugged in?") from None
     try:
         interpreter = backend.interpreter_class(

@@ -16,13 +16,16 @@ file. It keeps
   0.15) says the scene has changed and the model needs new data.
 
 The window is bucketed per second, so memory is bounded by ``window``
-whatever the frame rate.
+whatever the frame rate. The frame loop updates it while outputs read it
+from their own threads (the HTTP server, the MQTT publisher): one lock, held
+for a few microseconds per frame.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
+import threading
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -59,14 +62,20 @@ class Monitor:
         self._seconds: deque[_Second] = deque()
         self._started: float | None = None
         self.baseline: float | None = None
+        self._lock = threading.Lock()
 
     def set_labels(self, labels: Sequence[str]) -> None:
         """A new bundle: its labels start at 0 (counts of labels it no longer has are kept)."""
-        for label in labels:
-            self.decisions.setdefault(label, 0)
+        with self._lock:
+            for label in labels:
+                self.decisions.setdefault(label, 0)
 
     def update(self, decision: Decision, now: float) -> None:
         """Fold in one decision made at monotonic time ``now``."""
+        with self._lock:
+            self._update(decision, now)
+
+    def _update(self, decision: Decision, now: float) -> None:
         self.frames += 1
         self.decisions[decision.label] += 1
         latency = decision.latency_ms / 1000.0
@@ -97,6 +106,10 @@ class Monitor:
 
     def snapshot(self, now: float) -> dict:
         """The figures as plain data (JSON-ready)."""
+        with self._lock:
+            return self._snapshot(now)
+
+    def _snapshot(self, now: float) -> dict:
         self._expire(now)
         frames = sum(s.frames for s in self._seconds)
         labels: Counter = Counter()
@@ -119,8 +132,10 @@ class Monitor:
 
     def latency_histogram(self) -> list[tuple[float, int]]:
         """Cumulative ``(upper bound in seconds, count)`` pairs, the last bound ``inf``: Prometheus' ``le`` buckets."""
+        with self._lock:
+            counts = list(self.latency_counts)
         cumulative, total = [], 0
-        for bound, count in zip((*LATENCY_BUCKETS, math.inf), self.latency_counts):
+        for bound, count in zip((*LATENCY_BUCKETS, math.inf), counts):
             total += count
             cumulative.append((bound, total))
         return cumulative

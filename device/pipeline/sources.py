@@ -14,6 +14,7 @@ grabber asks its factory for a fresh one on every reopen, so a source whose
 
 from __future__ import annotations
 
+import bisect
 import logging
 import os
 import re
@@ -25,7 +26,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..errors import ImageError, SourceError
+from ..errors import ImageError, SourceError, SourceMissing
 from .images import list_images, load_image
 
 log = logging.getLogger(__name__)
@@ -40,8 +41,9 @@ DEFAULT_CAMERA_SIZE = (640, 480)
 STREAM_OPEN_TIMEOUT_MS = 10_000
 STREAM_READ_TIMEOUT_MS = 5_000
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
-# scheme://user:password@host -> scheme://***@host (anywhere in a text).
-_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/@\s]*)@")
+# scheme://user:password@host -> scheme://***@host (anywhere in a text). Up to the
+# *last* "@" before the path: people write passwords with an unescaped "@".
+_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/\s]*)@")
 
 
 def redact(text: str) -> str:
@@ -66,6 +68,10 @@ class FrameSource(ABC):
     """A camera, stream, file or folder; ``with source:`` opens and closes it."""
 
     live: bool = False  # True: drop old frames and keep the newest; False: every frame, in order
+    # True: pictures come from a sensor, whose noise makes two byte-identical
+    # frames impossible, so repeats mean it froze. Files and folders repeat
+    # legitimately (a still shot, a loop), so they are exempt.
+    from_sensor: bool = False
     description: str = ""  # for logs; filled in with real sizes by open()
 
     def __init__(self) -> None:
@@ -82,6 +88,22 @@ class FrameSource(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release the device or file; safe to call twice or before open()."""
+
+    def position(self) -> object | None:
+        """Where reading got to, for :meth:`resume` on a fresh source of the same file or folder.
+
+        ``None`` when there is nothing to resume: a camera or a stream (what it
+        sends next is new anyway), a named pipe (its writer starts afresh).
+        """
+        return None
+
+    def resume(self, position: object) -> None:
+        """Just after :meth:`open`: skip what an earlier source of the same file already delivered.
+
+        The capture thread replaces a failed or stalled source with a fresh one;
+        without this, a video or folder would start again from its first frame
+        and frames already classified would be classified again.
+        """
 
     def _frame(self, rgb: np.ndarray) -> Frame:
         frame = Frame(rgb, time.time(), self._next_index, time.monotonic())
@@ -133,6 +155,7 @@ class OpenCVCamera(FrameSource):
     """A V4L2 camera (index or ``/dev/videoN``) or a network stream, read through OpenCV."""
 
     live = True
+    from_sensor = True
 
     def __init__(
         self,
@@ -160,7 +183,8 @@ class OpenCVCamera(FrameSource):
         cv2 = _cv2()
         self.close()
         if isinstance(self.target, str) and not self.is_stream and not os.path.exists(self.target):
-            raise SourceError(f"{self.name}: no such device (is the camera plugged in? see 'ls /dev/video*')")
+            raise SourceMissing(f"{self.name}: no such device (is the camera plugged in? see 'ls /dev/video*' "
+                                "and 'ls -l /dev/v4l/by-id')")
         if self.is_stream:
             params = [
                 cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_OPEN_TIMEOUT_MS,
@@ -242,11 +266,12 @@ class VideoFile(FrameSource):
         self._pacer: _Pacer | None = None
         self._frames_in_pass = 0
         self._frame_count = 0
+        self._regular = False  # a regular file can be resumed; a named pipe cannot
 
     def _open_capture(self) -> None:
         cv2 = _cv2()
         if not self.path.exists():
-            raise SourceError(f"{self.name}: no such file")
+            raise SourceMissing(f"{self.name}: no such file")
         if self.path.is_dir():
             raise SourceError(f"{self.name}: is a directory")
         cap = cv2.VideoCapture(str(self.path))
@@ -259,6 +284,7 @@ class VideoFile(FrameSource):
             raise SourceError(f"{self.name}: no decodable frame (corrupt or unsupported codec)")
         self._cap, self._pending, self._frames_in_pass = cap, bgr, 0
         self._frame_count = max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT)))
+        self._regular = self.path.is_file()
 
     def open(self) -> None:
         cv2 = _cv2()
@@ -306,6 +332,23 @@ class VideoFile(FrameSource):
             self._pacer.wait()
         return self._frame(bgr_to_rgb(bgr))
 
+    def position(self) -> int | None:
+        """Frames read in the current pass (a loop starts a new pass)."""
+        return self._frames_in_pass if self._regular else None
+
+    def resume(self, position: object) -> None:
+        skip = int(position or 0)
+        if self._cap is None or skip <= 0:
+            return
+        self._pending = None  # open() decoded frame 1 of the pass: it is among those skipped
+        done = 1
+        # grab() demuxes without converting pixels; seeking (CAP_PROP_POS_FRAMES)
+        # lands on the wrong frame in some codecs. A file now shorter than
+        # ``skip`` just ends (or starts its next pass) on the next read.
+        while done < skip and self._cap.grab():
+            done += 1
+        self._frames_in_pass = done
+
     def close(self) -> None:
         cap, self._cap, self._pending = self._cap, None, None
         if cap is not None:
@@ -328,10 +371,13 @@ class ImageFolder(FrameSource):
         self._pos = 0
         self._pacer: _Pacer | None = None
         self._opened = False
+        self._last_path: Path | None = None
 
     def open(self) -> None:
         if not self.path.is_dir():
-            raise SourceError(f"{self.name}: no such folder")
+            if not self.path.exists():
+                raise SourceMissing(f"{self.name}: no such folder")
+            raise SourceError(f"{self.name}: not a folder")
         try:
             listing = list_images([self.path])
         except ImageError as exc:
@@ -371,27 +417,60 @@ class ImageFolder(FrameSource):
                 continue
             if self._pacer is not None:
                 self._pacer.wait()
+            self._last_path = path
             return self._frame(rgb)
+
+    def position(self) -> Path | None:
+        """The last image read: a fresh listing resumes after it (even if files were added or removed)."""
+        return self._last_path
+
+    def resume(self, position: object) -> None:
+        if isinstance(position, Path) and self._opened:
+            self._pos = bisect.bisect_right(self._images, position)
+            self._last_path = position
 
     def close(self) -> None:
         self._opened = False
 
 
+# picamera2's format names are libcamera's DRM fourccs, which name the bits of a
+# little-endian word, so the bytes in memory run the other way round. From the
+# picamera2 manual: RGB888 is [B, G, R] per pixel, BGR888 [R, G, B], XRGB8888
+# [B, G, R, 255], XBGR8888 [R, G, B, 255]. Value: (bytes per pixel, cvtColor code to RGB).
+PICAMERA2_FORMATS: dict[str, tuple[int, str | None]] = {
+    "RGB888": (3, "COLOR_BGR2RGB"),
+    "BGR888": (3, None),
+    "XRGB8888": (4, "COLOR_BGRA2RGB"),
+    "XBGR8888": (4, "COLOR_RGBA2RGB"),
+}
+
+
 class Picamera2Camera(FrameSource):
-    """A Raspberry Pi camera through picamera2/libcamera (imported only when opened)."""
+    """A Raspberry Pi camera through picamera2/libcamera (imported only when opened).
+
+    ``pixel_format``: the main stream's format to ask for, ``RGB888`` (3 bytes a
+    pixel) or ``XRGB8888`` (4; what many camera configurations and the Pi 5's
+    ISP prefer), or their ``BGR888``/``XBGR8888`` twins. libcamera may adjust
+    the request; frames are converted from the format actually configured.
+    """
 
     live = True
+    from_sensor = True
 
     def __init__(self, camera_num: int = 0, *, width: int | None = None, height: int | None = None,
-                 fps: float | None = None) -> None:  # fmt: skip
+                 fps: float | None = None, pixel_format: str = "RGB888") -> None:  # fmt: skip
         super().__init__()
+        if pixel_format not in PICAMERA2_FORMATS:
+            raise SourceError(f"picamera2 format {pixel_format!r}: expected one of {', '.join(PICAMERA2_FORMATS)}")
         self.camera_num = camera_num
         w, h = width or DEFAULT_CAMERA_SIZE[0], height or DEFAULT_CAMERA_SIZE[1]
         self.size = (w - w % 2, h - h % 2)  # libcamera refuses odd sizes
         self.fps = fps
+        self.pixel_format = pixel_format
         self.name = f"picamera2 camera {camera_num}"
         self.description = self.name
         self._cam = None
+        self._layout: tuple[int, str | None] = PICAMERA2_FORMATS[pixel_format]
 
     def open(self) -> None:
         self.close()
@@ -413,23 +492,27 @@ class Picamera2Camera(FrameSource):
             if self.fps:
                 frame_us = int(round(1_000_000 / self.fps))
                 controls["FrameDurationLimits"] = (frame_us, frame_us)
-            # picamera2's "RGB888" is libcamera's DRM-style name: bytes in memory are
-            # B, G, R (what OpenCV calls BGR); read() swaps them to RGB.
             config = cam.create_video_configuration(
-                main={"size": self.size, "format": "RGB888"}, controls=controls, display=None, encode=None
+                main={"size": self.size, "format": self.pixel_format}, controls=controls, display=None, encode=None
             )
             cam.configure(config)
+            # libcamera may have adjusted the request: read() follows what was configured.
+            main = getattr(cam, "camera_config", None) or {}
+            main = main.get("main", {}) if isinstance(main, dict) else {}
+            negotiated = main.get("format", self.pixel_format)
+            if negotiated not in PICAMERA2_FORMATS:
+                raise ValueError(f"the camera delivers {negotiated}, expected one of {', '.join(PICAMERA2_FORMATS)}")
             cam.start()
         except Exception as exc:
             cam.close()
             raise SourceError(f"{self.name}: cannot start at {self.size[0]}x{self.size[1]} ({exc})") from None
-        self._cam = cam
+        self._cam, self._layout = cam, PICAMERA2_FORMATS[negotiated]
         try:
-            w, h = cam.camera_config["main"]["size"]
-        except (AttributeError, KeyError, TypeError, ValueError):
+            w, h = main["size"]
+        except (KeyError, TypeError, ValueError):
             w, h = self.size
         fps = f" @ {self.fps:g} fps" if self.fps else ""
-        self.description = f"{self.name} ({w}x{h}{fps})"
+        self.description = f"{self.name} ({w}x{h} {negotiated}{fps})"
 
     def read(self) -> Frame | None:
         if self._cam is None:
@@ -438,10 +521,15 @@ class Picamera2Camera(FrameSource):
             array = self._cam.capture_array("main")
         except Exception as exc:
             raise SourceError(f"{self.name}: capture failed ({exc})") from None
-        if array is None or array.ndim != 3 or array.shape[2] not in (3, 4):
+        channels, code = self._layout
+        if array is None or array.ndim != 3 or array.shape[2] != channels:
             shape = None if array is None else array.shape
-            raise SourceError(f"{self.name}: capture returned shape {shape}, expected HxWx3")
-        return self._frame(bgr_to_rgb(array[:, :, :3]))
+            raise SourceError(f"{self.name}: capture returned shape {shape}, expected HxWx{channels}")
+        # picamera2 hands out a view of the camera buffer whose rows may be padded
+        # (stride): cvtColor reads it as it is and writes a fresh, packed RGB array.
+        if code is None:
+            return self._frame(np.array(array, order="C"))  # a copy: the frame outlives the buffer
+        return self._frame(_cv2().cvtColor(array, getattr(_cv2(), code)))
 
     def close(self) -> None:
         cam, self._cam = self._cam, None
@@ -465,9 +553,11 @@ def open_source(
 ) -> FrameSource:
     """Choose the :class:`FrameSource` for a command-line source string (not opened yet).
 
-    ``0``/``"0"`` camera index; ``/dev/videoN``; ``rtsp://``, ``http(s)://`` and other
-    URLs (live streams); ``picamera2`` or ``picamera2:N``; an existing folder (images);
-    an existing file or named pipe (video). ``width``/``height``/``fps`` are requests
+    ``0``/``"0"`` camera index; ``/dev/videoN``, ``/dev/v4l/by-id/...`` and any other
+    camera path or link into ``/dev`` (present or not yet); ``rtsp://``, ``http(s)://``
+    and other URLs (live streams); ``picamera2`` or ``picamera2:N``; an existing folder
+    (images); an existing file or named pipe (video). A path that does not exist
+    (yet) and is not a camera raises :class:`SourceMissing`. ``width``/``height``/``fps`` are requests
     to cameras; ``loop`` replays files and folders forever; ``realtime`` paces them at
     their frame rate (or ``fps``) and marks them live, to rehearse a camera.
     """
@@ -487,13 +577,33 @@ def open_source(
     if _URL.match(text):
         return OpenCVCamera(text, **camera)
     path = Path(text).expanduser()
-    if text.startswith("/dev/video") or path.is_char_device():  # also /dev/v4l/by-id/... links
+    if _is_camera_path(text, path):
         return OpenCVCamera(text, **camera)
     if path.is_dir():
         return ImageFolder(path, loop=loop, realtime=realtime, fps=fps)
     if path.exists():
         return VideoFile(path, loop=loop, realtime=realtime, fps=fps)
-    raise SourceError(
+    # Absent *now*: a link that udev, a mount or another program has not made
+    # yet. SourceMissing lets a run that waits for its source try again.
+    raise SourceMissing(
         f"source {redact(repr(text))}: no such file or folder (expected a camera index, /dev/videoN, "
         "a stream URL, 'picamera2', a video file or an image folder)"
     )
+
+
+def _is_camera_path(text: str, path: Path) -> bool:
+    """Whether a path names a V4L2 camera, decided without needing it to exist.
+
+    A camera's stable names (``/dev/v4l/by-id/...``, ``/dev/v4l/by-path/...``,
+    a udev ``SYMLINK+=`` name) are symlinks that exist only while the camera
+    is plugged in, so at boot they are absent: anything under ``/dev/`` that
+    is not there yet, and any symlink that resolves into ``/dev/``, is a camera
+    still to come. A path that exists is what it is (a character device is a
+    camera; a FIFO or file under ``/dev/fd/`` is a video).
+    """
+    if text.startswith(("/dev/video", "/dev/v4l/")):
+        return True
+    if path.exists():
+        return path.is_char_device()
+    # realpath follows every link that exists, so a dangling link shows its target.
+    return os.path.realpath(path).startswith("/dev/")

@@ -4,7 +4,8 @@ One frozen dataclass per TOML section, each declared by the room that uses
 it (``[model]``, ``[source]``, ``[decision]`` in
 :mod:`edgeclass.device.pipeline.config`; ``[output]``, ``[uncertain]`` in
 :mod:`edgeclass.device.outputs.config`; ``[mqtt]`` in
-:mod:`edgeclass.device.outputs.mqtt.config`; ``[service]`` here), gathered in
+:mod:`edgeclass.device.outputs.mqtt.config`; ``[http]`` in
+:mod:`edgeclass.device.outputs.http.config`; ``[service]`` here), gathered in
 :class:`DeviceConfig`. The dataclass fields *are* the schema: each carries
 its checker (:mod:`edgeclass.device.settings`), so a key exists, has a
 default and is validated in exactly one place.
@@ -39,6 +40,7 @@ else:  # pragma: no cover - Python 3.10 (pyproject installs tomli there)
 
 from ..errors import EdgeclassError
 from ..outputs.config import OutputConfig, UncertainConfig
+from ..outputs.http.config import HttpConfig
 from ..outputs.mqtt.config import MqttConfig
 from ..pipeline.config import DecisionConfig, ModelConfig, SourceConfig
 from ..pipeline.sources import redact
@@ -58,10 +60,13 @@ class ConfigError(EdgeclassError):
 
 @dataclass(frozen=True)
 class ServiceConfig:
-    """[service]: the state file that ``edgeclass service status`` and deploy read."""
+    """[service]: the state file that ``edgeclass service status`` and deploy read, and reloads."""
 
     state_file: Path = setting(Path("/run/edgeclass/state.json"), path, "JSON health file, rewritten atomically")
     state_interval: float = setting(2.0, number(0, low_open=True, unit=" seconds"), "seconds between state file updates")
+    reload_timeout: float = setting(60.0, number(0, low_open=True, unit=" seconds"),
+                                    "seconds a reload may take before it is given up (the old model keeps running); "
+                                    "below the unit's TimeoutStartSec")
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,7 @@ class DeviceConfig:
     service: ServiceConfig = field(default_factory=ServiceConfig)
     uncertain: UncertainConfig = field(default_factory=UncertainConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Nested ``{section: {key: value}}``: the built-in defaults layer when called on ``DeviceConfig()``."""
@@ -164,27 +170,40 @@ def read_config_file(path: str | Path) -> dict[str, dict[str, Any]]:
     return check_values(data, _where_in(path, text), path.parent.absolute())
 
 
-def bundle_defaults(manifest: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """The optional ``"defaults"`` object of a bundle manifest (e.g. a tuned ``decision.threshold``).
+# What a bundle's "defaults" may set: how scores become an answer, tuned with
+# the model. Never where anything is read or written (paths, the source, the
+# outputs) nor how the service runs: a bundle is data, never instructions.
+BUNDLE_SETTABLE: dict[str, tuple[str, ...]] = {"decision": ("threshold", "top_k", "smoothing", "heartbeat")}
 
-    Unknown names are ignored with a warning rather than refused: a bundle made
-    by a newer edgeclass must still run here.
+
+def bundle_defaults(manifest: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The usable part of a bundle manifest's optional ``"defaults"`` object (e.g. a tuned ``decision.threshold``).
+
+    Only the keys in :data:`BUNDLE_SETTABLE` are kept. Anything else (a path,
+    the source, an output target, a service key, or a name this edgeclass does
+    not know) is ignored with one warning naming every refused key, so the
+    bundle stays usable; a bad value of a kept key is refused later, by
+    :func:`check_values`, like any other setting.
     """
     raw = manifest.get("defaults") or {}
     if not isinstance(raw, Mapping):
         log.warning("bundle.json: 'defaults' is not an object; ignored")
         return {}
     kept: dict[str, dict[str, Any]] = {}
+    refused: list[str] = []
     for section, table in raw.items():
-        if section not in SECTIONS or not isinstance(table, Mapping):
-            log.warning("bundle.json: defaults.%s is not a known section; ignored", section)
+        allowed = BUNDLE_SETTABLE.get(section, ())
+        if not isinstance(table, Mapping):
+            refused.append(str(section))
             continue
-        known = _fields(section)
         for key, value in table.items():
-            if key in known:
+            if key in allowed:
                 kept.setdefault(section, {})[key] = value
             else:
-                log.warning("bundle.json: defaults.%s.%s is not a known setting; ignored", section, key)
+                refused.append(f"{section}.{key}")
+    if refused:
+        allowed_names = ", ".join(f"{s}.{k}" for s, keys in BUNDLE_SETTABLE.items() for k in keys)
+        log.warning("bundle.json: defaults may set only %s; ignored: %s", allowed_names, ", ".join(refused))
     return kept
 
 
@@ -247,7 +266,7 @@ def _toml(value: Any) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, str):
-        return json.dumps(redact(value))  # a refused URL is shown without its user name and password
+        return json.dumps(redact(value))  # a camera URL's password must not reach the journal
     if isinstance(value, Mapping):
         return "a table"
     if isinstance(value, list):

@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import printable
+
 
 @dataclass(frozen=True)
 class Health:
@@ -73,15 +75,28 @@ def describe_health(health: Health) -> str:
             up = f", up {_duration(s['updated_at'] - s['started_at'])}"
         age = f", updated {health.age:.1f} s ago" if health.age is not None else ""
         lines.append(f"  pid {s.get('pid')}{up}{age}")
+        if s.get("status"):
+            lines.append(f"  status: {s['status']}")
         if s.get("bundle_name") or s.get("bundle_path"):
             lines.append(f"  bundle {s.get('bundle_name', '?')} ({s.get('bundle_path', '?')})")
+        if s.get("model"):
+            where = {"edgetpu": "the Edge TPU", "cpu": "the CPU"}.get(s.get("backend"), s.get("backend"))
+            lines.append(f"  model {s['model']} on {where} ({s.get('interpreter')}); "
+                         f"edgetpu = {s.get('edgetpu_setting')}")
+        if s.get("source"):
+            size = f" at {s['resolution']}" if s.get("resolution") else ""
+            lines.append(f"  source {s['source']}{size}")
         fps = s.get("fps")
         lines.append(f"  {fps:.1f} fps, " if isinstance(fps, (int, float)) else "  ")
         lines[-1] += f"{s.get('frames', 0)} frames, label {s.get('label')}"
+        if "dropped" in s or "reopens" in s:
+            lines[-1] += f"; {s.get('dropped', 0)} dropped, {s.get('reopens', 0)} reopens"
         lines.append(f"  last error: {s.get('last_error') or 'none'}")
-        known = {"pid", "started_at", "updated_at", "fps", "frames", "label", "last_error", "bundle_name", "bundle_path"}
+        known = {"pid", "started_at", "updated_at", "fps", "frames", "label", "last_error", "bundle_name",
+                 "bundle_path", "status", "model", "backend", "interpreter", "edgetpu_setting", "source",
+                 "resolution", "dropped", "reopens"}
         lines += [f"  {k}: {v}" for k, v in s.items() if k not in known]
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)  # the label and bundle name are a bundle's text
 
 
 def _duration(seconds: float) -> str:

@@ -61,16 +61,32 @@ class Step:
     action: Callable[[], None] | None = None
 
 
-def plan_install(prefix: str | Path = "/", user: str = DEFAULT_USER, exec_path: str = DEFAULT_EXEC) -> list[Step]:
-    """The steps that bring ``prefix`` to an installed service, given what is there now."""
+def default_operator(environ=None) -> str | None:
+    """The person installing: the user who ran ``sudo edgeclass service install`` (``$SUDO_USER``), not root."""
+    env = os.environ if environ is None else environ
+    name = env.get("SUDO_USER")
+    return name if name and name != "root" else None
+
+
+def plan_install(prefix: str | Path = "/", user: str = DEFAULT_USER, exec_path: str = DEFAULT_EXEC,
+                 operator: str | None = None) -> list[Step]:
+    """The steps that bring ``prefix`` to an installed service, given what is there now.
+
+    ``operator``: a login user to add to the service's group, so they can read
+    the saved uncertain frames and results without sudo (None = nobody).
+    """
     prefix = Path(prefix)
     system = prefix.resolve() == Path("/")
     steps: list[Step] = []
 
     if system:
         steps += _user_steps(user)
+        if operator:
+            steps += _operator_steps(operator, user)
     else:
         steps.append(Step(f"skip: create system user {user!r} and add it to {', '.join(DEVICE_GROUPS)} (only with --prefix /)"))
+        if operator:
+            steps.append(Step(f"skip: add {operator!r} to group {user!r} (only with --prefix /)"))
 
     if not (prefix / exec_path.lstrip("/")).exists():
         steps.append(Step(f"note: {exec_path} does not exist yet; install edgeclass there "
@@ -106,9 +122,9 @@ def plan_install(prefix: str | Path = "/", user: str = DEFAULT_USER, exec_path: 
         steps.append(_run(["systemctl", "enable", UNIT_NAME]))
     else:
         steps.append(Step(f"skip: systemctl daemon-reload, systemctl enable {UNIT_NAME} (only with --prefix /)"))
-    steps.append(Step(f"next: put a bundle in /{STATE_DIR}/current (edgeclass deploy BUNDLE HOST, or "
-                      f"sudo -u {user} edgeclass bundle install BUNDLE --root /{STATE_DIR}), then "
-                      f"sudo systemctl start edgeclass"))
+    steps.append(Step(f"next: sudo systemctl start edgeclass (it waits for a first bundle), then from the "
+                      f"workstation edgeclass deploy BUNDLE HOST (or here: sudo -u {user} edgeclass bundle install "
+                      f"BUNDLE --root /{STATE_DIR})"))
     return steps
 
 
@@ -136,6 +152,25 @@ def _user_steps(user: str) -> list[Step]:
     if missing:
         return [_run(["usermod", "--append", "--groups", ",".join(missing), user])]
     return [Step(f"unchanged: user {user!r} exists and is in {', '.join(groups)}")]
+
+
+def _operator_steps(operator: str, user: str) -> list[Step]:
+    """Add the person who sorts saved frames to the service's group (its name is the service user's)."""
+    try:
+        entry = pwd.getpwnam(operator)
+    except KeyError:
+        raise EdgeclassError(f"--operator {operator}: no such user on this system "
+                             "(the login that sorts saved frames; '' for nobody)") from None
+    try:
+        group = grp.getgrnam(user)
+        member = operator in group.gr_mem or entry.pw_gid == group.gr_gid
+    except KeyError:
+        member = False  # created with the service user by an earlier step
+    where = "/var/lib/edgeclass/uncertain and /var/log/edgeclass"
+    if member:
+        return [Step(f"unchanged: {operator!r} is in group {user!r} (reads {where} without sudo)")]
+    return [_run(["usermod", "--append", "--groups", user, operator]),
+            Step(f"note: {operator} reads {where} without sudo from their next login (or run: newgrp {user})")]
 
 
 def _group_exists(name: str) -> bool:

@@ -3,13 +3,24 @@
 The run loop rewrites one small JSON object every few seconds::
 
     {"pid": 812, "started_at": 1718000000.0, "updated_at": 1718000123.4,
-     "fps": 14.8, "label": "daisy", "frames": 1820, "last_error": null,
-     "bundle_name": "flowers-v3", "bundle_path": "/var/lib/edgeclass/releases/flowers-v3-…"}
+     "status": "14.8 fps, daisy (0.91), bundle flowers-v3",
+     "fps": 14.8, "label": "daisy", "frames": 1820, "dropped": 12, "reopens": 0,
+     "last_error": null,
+     "bundle_name": "flowers-v3", "bundle_path": "/var/lib/edgeclass/releases/flowers-v3-…",
+     "model": "model_edgetpu.tflite", "backend": "edgetpu", "interpreter": "ai_edge_litert",
+     "edgetpu_setting": "auto", "source": "camera /dev/video0 (640x480 @ 30 fps)", "resolution": "640x480"}
 
 Times are Unix seconds. ``bundle_path`` is the *resolved* path of the bundle
 that is classifying (not the ``current`` symlink), so a deploy can tell
-whether the service really switched to the release it just installed.
-Extra keys are allowed and shown by ``service status``.
+whether the service really switched to the release it just installed;
+``model``, ``backend`` ("cpu" or "edgetpu") and ``interpreter`` say what
+classified the latest frame, ``edgetpu_setting`` what ``[model] edgetpu``
+asks for, so a deploy can tell a Coral that is configured but not in use.
+``source`` never carries URL credentials; ``resolution`` is the size of the
+frames actually received (null before the first). ``status`` is the line
+``systemctl status`` shows (``waiting for camera: ...``,
+``waiting for a bundle: ...``). Extra keys are allowed and shown by
+``service status``.
 
 Writes are atomic (:func:`edgeclass.device.files.atomic_write`) so a reader
 never sees half a file. No fsync: the default location is
@@ -29,7 +40,8 @@ from ..files import atomic_write
 DEFAULT_STATE_FILE = Path("/run/edgeclass/state.json")
 # Keys the run loop writes; write_state does not insist on them (a starting
 # service may not know its fps yet).
-KEYS = ("pid", "started_at", "updated_at", "fps", "label", "frames", "last_error", "bundle_name", "bundle_path")
+KEYS = ("pid", "started_at", "updated_at", "status", "fps", "label", "frames", "dropped", "reopens", "last_error",
+        "bundle_name", "bundle_path", "model", "backend", "interpreter", "edgetpu_setting", "source", "resolution")
 
 
 class StateError(EdgeclassError):

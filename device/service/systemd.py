@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass
 from typing import Mapping
 
+from ..errors import printable
+
 log = logging.getLogger(__name__)
 
 _warned: set[str] = set()
@@ -96,14 +98,10 @@ def watchdog_ping() -> bool:
     return notify("WATCHDOG=1")
 
 
-def extend_timeout(seconds: float) -> bool:
-    """Ask for more time to start, reload or stop (a slow model load on a Pi Zero)."""
-    return notify(f"EXTEND_TIMEOUT_USEC={int(seconds * 1_000_000)}")
-
-
 def _status_line(text: str) -> str:
-    # A newline would start a new KEY=VALUE assignment inside the datagram.
-    return "STATUS=" + " ".join(str(text).split())
+    # A newline would start a new KEY=VALUE assignment inside the datagram, and
+    # `systemctl status` prints the text (a label from a bundle) to a terminal.
+    return "STATUS=" + printable(" ".join(str(text).split()))
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -45,7 +46,7 @@ def test_bundle_loads_on_the_device_and_agrees_with_float_keras(tiny_bundle, tin
     assert abs(bundle.metrics["int8_accuracy"] - correct / n) < 1e-6
 
 
-def test_manifest_records_real_quantization_metrics_and_provenance(tiny_bundle):
+def test_manifest_records_real_quantization_metrics_and_provenance(tiny_bundle, tiny_run):
     bundle_dir, result = tiny_bundle
     bundle = load_bundle(bundle_dir)
     assert bundle.input.dtype == "uint8" and bundle.output.dtype == "uint8"
@@ -55,8 +56,16 @@ def test_manifest_records_real_quantization_metrics_and_provenance(tiny_bundle):
     assert bundle.input.scale == pytest.approx(1.0) and bundle.input.zero_point == 0
     assert bundle.input.resize.value == "center_crop"
     m = bundle.metrics
-    for key in ("float_accuracy", "int8_accuracy", "float_tflite_accuracy", "agreement"):
-        assert 0.0 <= m[key] <= 1.0
+    # The figures are the real ones: recomputed here from the float model on the same images, with a floor.
+    expected = {split: _float_accuracy(tiny_run, split) for split in ("val", "test")}
+    assert m["float_accuracy"] == pytest.approx(expected["test"]) and m["float_accuracy"] >= 0.8
+    assert m["float_tflite_accuracy"] == pytest.approx(m["float_accuracy"])
+    assert m["int8_accuracy"] >= 0.8 and m["agreement"] >= 0.9
+    gate = m["gate"]
+    assert gate["split"] == "val" and gate["images"] == 12 and gate["passed"] is True
+    assert gate["float_accuracy"] == pytest.approx(expected["val"])
+    assert gate["agreement"] >= 0.97 and gate["drop_pp"] <= 1.0
+    assert (gate["max_drop_pp"], gate["min_agreement"]) == (1.0, 0.97)
     assert m["test_images"] == 30 and set(m["per_class"]) == set(LABELS)
     assert m["per_class"]["green_disc"]["images"] == 10
     assert m["model_sizes"]["int8_tflite_bytes"] < m["model_sizes"]["float_tflite_bytes"]
@@ -68,15 +77,29 @@ def test_manifest_records_real_quantization_metrics_and_provenance(tiny_bundle):
     assert bundle.edgetpu_model_path is None
 
 
+def _float_accuracy(run, split: str) -> float:
+    import keras
+
+    from .rundir_factory import load_split
+
+    doc = json.loads((run / "split.json").read_text())
+    x, y = load_split(Path(doc["data_dir"]), doc[split], 32)
+    model = keras.saving.load_model(run / "model.keras")
+    return float((np.argmax(keras.ops.convert_to_numpy(model(x, training=False)), 1) == y).mean())
+
+
 def test_report_holds_side_by_side_confusions_and_per_class_deltas(tiny_bundle):
     bundle_dir, result = tiny_bundle
     report = bundle_dir / "report"
     assert (report / "confusion.png").stat().st_size > 1000
     metrics = json.loads((report / "metrics.json").read_text())
+    assert (report / "confusion_val.png").stat().st_size > 1000
     assert set(metrics["confusion_matrices"]) == {"float", "float_tflite", "int8"}
     assert np.array(metrics["confusion_matrices"]["int8"]).sum() == 30
+    assert np.array(metrics["validation"]["confusion_matrices"]["int8"]).sum() == 12
     table = (report / "comparison.txt").read_text()
     assert "delta (pp)" in table and "agreement" in table
+    assert table.index("validation split (the gate)") < table.index("test split (reported only")
     assert result.comparison_text == table
 
 
@@ -125,8 +148,12 @@ def test_convert_command_end_to_end(tiny_run, tmp_path):
     proc = run_edgeclass("convert", tiny_run, "-o", out, "--calibration-size", "9", "--edgetpu-check", timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "agreement" in proc.stdout and "pre-flight" in proc.stdout
+    assert "gate        validation: " in proc.stdout and "on 12 images: passed" in proc.stdout
+    assert "on 30 images (reported, not gated)" in proc.stdout
     assert "Mapped to Edge TPU" in proc.stdout  # the per-op table of --edgetpu-check
     assert "calibrating" in proc.stderr  # the progress bars
+    # The converter's and LiteRT's native lines are not for users (they go to the -v debug log).
+    assert "fully_quantize" not in proc.stderr and "XNNPACK" not in proc.stderr, proc.stderr
     assert load_bundle(out).manifest["provenance"]["conversion"]["calibration_size"] == 9
     # The pre-flight alone, on the bundle just written (no TensorFlow needed for this one).
     check = run_edgeclass("convert", out, "--edgetpu-check")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeclass.convert.compare import AccuracyDropError, check_drop, compare
+from edgeclass.convert.compare import AccuracyDropError, check_gate, compare
 from edgeclass.convert.samples import SampleError, stratified_sample
 
 from ..conftest import run_edgeclass
@@ -100,13 +100,31 @@ def test_model_with_two_inputs(tiny_run, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_max_drop_message():
-    comparison = compare(["a", "b"], [0, 0, 1, 1], {"float": np.eye(2)[[0, 0, 1, 1]], "int8": np.eye(2)[[0, 0, 0, 0]]})
+def test_gate_message_names_the_validation_split_and_both_conditions():
+    comparison = compare(["a", "b"], [0, 0, 1, 1], {"float": np.eye(2)[[0, 0, 1, 1]], "int8": np.eye(2)[[0, 0, 0, 0]]},
+                         split="val")
     assert comparison.drop_pp == pytest.approx(50.0) and comparison.agreement == pytest.approx(0.5)
-    with pytest.raises(AccuracyDropError, match=r"int8 accuracy 50\.00% is 50\.00 points below float 100\.00% on 4 test images, "
-                                                r"more than --max-drop 1; no bundle written"):
-        check_drop(comparison, 1.0)
-    check_drop(comparison, 50.0)  # at the limit: allowed
+    with pytest.raises(AccuracyDropError) as caught:
+        check_gate(comparison, 1.0, 0.97)
+    assert str(caught.value) == (
+        "int8 on the 4 validation images: accuracy 50.00% is 50.00 points below float 100.00% (more than --max-drop 1); "
+        "top-1 agreement with float is 50.00% (below --min-agreement 97%); no bundle written")
+    assert "seed" not in str(caught.value) and "test" not in str(caught.value)
+    with pytest.raises(AccuracyDropError, match=r"50\.00 points below float 100\.00% \(within --max-drop 50\); top-1 "
+                                                r"agreement with float is 50\.00% \(below --min-agreement 60%\); no bundle"):
+        check_gate(comparison, 50.0, 0.6)  # the drop is at its limit; agreement alone refuses
+    record = check_gate(comparison, 50.0, 0.5)  # both at their limits: accepted
+    assert record == {"split": "val", "images": 4, "float_accuracy": 1.0, "int8_accuracy": 0.5, "drop_pp": 50.0,
+                      "agreement": 0.5, "max_drop_pp": 50.0, "min_agreement": 0.5, "one_image_pp": 25.0, "passed": True}
+
+
+def test_a_lost_image_and_a_gained_one_cancel_in_accuracy_but_not_in_agreement():
+    """Why the gate has two conditions: int8 changed 2 of 4 answers, accuracy did not move."""
+    y = [0, 0, 1, 1]
+    comparison = compare(["a", "b"], y, {"float": np.eye(2)[[0, 1, 1, 1]], "int8": np.eye(2)[[1, 0, 1, 1]]}, split="val")
+    assert comparison.drop_pp == pytest.approx(0.0) and comparison.agreement == pytest.approx(0.5)
+    with pytest.raises(AccuracyDropError, match="agreement"):
+        check_gate(comparison, 1.0, 0.97)
 
 
 @pytest.mark.slow
@@ -131,7 +149,7 @@ def test_collapsed_int8_accuracy_refused_and_nothing_half_written(tiny_run, tmp_
     old.mkdir()
     (old / "bundle.json").write_text("{}")
 
-    with pytest.raises(AccuracyDropError, match=r"int8 accuracy .* points below float .*no bundle written"):
+    with pytest.raises(AccuracyDropError, match=r"int8 on the 12 validation images: accuracy .* points below float .*no bundle written"):
         convert_training_dir(tiny_run, out_parent / "new", ConvertOptions(calibration_size=9))
     with pytest.raises(AccuracyDropError):
         convert_training_dir(tiny_run, old, ConvertOptions(calibration_size=9, force=True))

@@ -19,11 +19,12 @@ import cv2
 import numpy as np
 import pytest
 
-from edgeclass.device.pipeline.capture import QUEUE_DEPTH, FrameGrabber, is_blank
+from edgeclass.device.pipeline.capture import QUEUE_DEPTH, FrameGrabber, is_blank, same_picture
 from edgeclass.device.errors import SourceError
-from edgeclass.device.pipeline.sources import FrameSource, VideoFile, open_source
+from edgeclass.device.pipeline.sources import FrameSource, ImageFolder, VideoFile, open_source
 
 from .conftest import write_video as write_bgr_video
+from .mjpeg_camera import MJPEGCamera, noisy
 
 FAST = {"reopen_backoff": (0.02, 0.1)}
 
@@ -233,9 +234,38 @@ def test_unreadable_file_fails_fast_naming_it(tmp_path):
         with pytest.raises(SourceError, match="garbage.avi"):
             grabber.get(timeout=10)
     assert time.monotonic() - start < 5
-    with FrameGrabber(lambda: open_source(tmp_path / "missing.avi")) as grabber:
+    # Not waiting for the source: a missing one fails at once too.
+    with FrameGrabber(lambda: open_source(tmp_path / "missing.avi"), retry_first_open=False) as grabber:
         with pytest.raises(SourceError, match="missing.avi"):
             grabber.get(timeout=10)
+
+
+def test_symlink_source_absent_at_start_is_waited_for_until_it_appears(tmp_path, clip):
+    """A stable camera name is a link that appears when the device does: a real symlink, made 0.5 s late."""
+    link = tmp_path / "v4l" / "by-id" / "usb-Test_Camera-video-index0"
+
+    def plug_in() -> None:
+        time.sleep(0.5)
+        link.parent.mkdir(parents=True)
+        link.symlink_to(clip)
+
+    threading.Thread(target=plug_in, daemon=True).start()
+    factory = Factory(lambda: open_source(link))
+    with FrameGrabber(factory, give_up_after=30, reopen_backoff=(0.05, 0.2)) as grabber:
+        items = drain(grabber)
+        stats = grabber.stats
+    assert [c.frame.index for c in items] == list(range(30))
+    assert stats.reopens >= 1 and len(factory.made) == 1  # tried while absent, made once it appeared
+    assert "no such file or folder" in stats.last_error and "usb-Test_Camera" in stats.last_error
+
+
+def test_missing_source_is_given_up_after_give_up_after_when_waited_for(tmp_path):
+    start = time.monotonic()
+    with FrameGrabber(lambda: open_source(tmp_path / "never"), give_up_after=0.6, **FAST) as grabber:
+        with pytest.raises(SourceError, match=r"giving up.*never.*no such file or folder"):
+            grabber.get(timeout=10)
+        assert grabber.stats.reopens >= 2
+    assert 0.5 < time.monotonic() - start < 6
 
 
 def test_missing_camera_is_retried_with_backoff_then_given_up(caplog):
@@ -344,11 +374,11 @@ def test_live_read_errors_trigger_reopen_with_continuing_indices(clip):
     assert stats.reopens >= 2 and "camera unplugged" in stats.last_error
 
 
-def test_live_source_sending_only_blank_frames_is_reopened_then_given_up(tmp_path, caplog):
+def test_live_source_sending_only_blank_frames_is_reopened_then_given_up_with_blank_is_stall(tmp_path, caplog):
     black = write_video(tmp_path / "black.avi", [np.zeros((48, 64, 3), np.uint8)] * 10)
     make = lambda: open_source(black, loop=True, realtime=True, fps=100)  # noqa: E731
     with caplog.at_level(logging.WARNING, logger="edgeclass.device.pipeline.capture"):
-        with FrameGrabber(make, stall_timeout=0.3, give_up_after=1.2, **FAST) as grabber:
+        with FrameGrabber(make, stall_timeout=0.3, give_up_after=1.2, blank_is_stall=True, **FAST) as grabber:
             with pytest.raises(SourceError, match="giving up.*only blank frames"):
                 grabber.get(timeout=10)
             stats = grabber.stats
@@ -437,7 +467,7 @@ def test_no_thread_or_fd_growth_over_many_reopens(clip):
     threads, fds = threading.active_count(), fd_count()
 
     # Read failures: 25 reopen cycles of a real video capture.
-    factory = Factory(lambda: FailsAfterThree(clip, realtime=True, fps=500))
+    factory = Factory(lambda: FailsAfterThree(clip, loop=True, realtime=True, fps=500))  # loop: each reopen resumes
     with FrameGrabber(factory, reopen_backoff=(0.001, 0.002)) as grabber:
         wait_for(lambda: grabber.stats.reopens >= 25, timeout=30, what="25 reopens")
         assert grabber.get(timeout=5) is not None
@@ -457,3 +487,224 @@ def test_no_thread_or_fd_growth_over_many_reopens(clip):
 
     assert settle_threads(threads) == threads
     assert fd_count() == fds
+
+
+# -- opening --------------------------------------------------------------------
+
+
+def test_slow_open_is_not_a_stall_of_frames(tmp_path, clip):
+    """A real FIFO whose writer turns up 1.2 s late: open() blocks that long, four stall timeouts."""
+    fifo = tmp_path / "late.fifo"
+    os.mkfifo(fifo)
+    data = clip.read_bytes()
+
+    def late_writer() -> None:
+        time.sleep(1.2)
+        with open(fifo, "wb") as out:
+            out.write(data)
+
+    threading.Thread(target=late_writer, daemon=True).start()
+    factory = Factory(lambda: open_source(fifo))
+    with FrameGrabber(factory, stall_timeout=0.3, **FAST) as grabber:
+        items = drain(grabber)
+        stats = grabber.stats
+    assert [c.frame.index for c in items] == list(range(30))
+    assert stats.reopens == 0 and stats.last_error is None and len(factory.made) == 1
+
+
+def test_open_that_never_completes_is_abandoned_after_the_open_timeout():
+    """A driver that hangs in open(): a test source blocked on an event the test releases at the end.
+
+    (Not a FIFO without a writer: OpenCV serialises FFmpeg opens behind one
+    process-wide lock, so a hung FFmpeg open would block every later video
+    open in this test process too.)
+    """
+    release = threading.Event()
+
+    class HangsInOpen(PipeSource):
+        def open(self) -> None:
+            release.wait()
+            super().open()
+
+    made = Factory(HangsInOpen)
+    start = time.monotonic()
+    try:
+        with FrameGrabber(made, stall_timeout=0.1, open_timeout=0.6, give_up_after=1.5, **FAST) as grabber:
+            with pytest.raises(SourceError, match=r"giving up.*open did not complete in 0\.[6-9]"):
+                grabber.get(timeout=10)
+            assert grabber.stats.stuck_readers >= 1  # the watchdog's cue: retrying cannot free the device
+        assert 1.4 < time.monotonic() - start < 6
+    finally:
+        release.set()
+    assert all(s.closed.wait(5) for s in made.made)  # each abandoned reader closed its own source
+
+
+# -- dark scenes, blank and frozen cameras ----------------------------------------------
+
+
+def _watch(grabber: FrameGrabber, seconds: float) -> list:
+    """Everything get() hands out for ``seconds`` (a camera has no end); SourceError propagates."""
+    got, deadline = [], time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            got.append(grabber.get(timeout=0.1))
+        except TimeoutError:
+            pass
+    return got
+
+
+def test_long_dark_night_of_noisy_frames_is_classified_and_never_a_stall():
+    """A dark scene (pixels 0..13, mean ~6 of 255) from a real MJPEG camera, for 5x stall, give-up and frozen."""
+    with MJPEGCamera(lambda i: noisy(14, seed=i), fps=40) as camera:
+        with FrameGrabber(lambda: open_source(camera.url), stall_timeout=0.3, give_up_after=0.6,
+                          frozen_after=0.3, **FAST) as grabber:
+            got = _watch(grabber, 3.0)
+            stats = grabber.stats
+    assert len(got) > 40 and not any(is_blank(c.frame.rgb) for c in got)
+    assert max(c.frame.rgb.mean() for c in got) < 10  # really dark
+    assert (stats.reopens, stats.blank_skipped, stats.repeats_skipped, stats.last_error) == (0, 0, 0, None)
+
+
+def test_long_run_of_truly_uniform_frames_is_skipped_but_never_a_stall_by_default():
+    """A pitch-dark scene the camera renders as exact black: uniform *and* byte-identical frames.
+
+    Skipped (never classified) and counted, but the camera delivers on time:
+    not reopened, not frozen, not given up, for 5x the give-up period.
+    """
+    def night(i: int) -> np.ndarray:
+        return noisy(14, seed=i) if i < 10 else np.zeros((120, 160, 3), np.uint8)
+
+    with MJPEGCamera(night, fps=40) as camera:
+        with FrameGrabber(lambda: open_source(camera.url), stall_timeout=0.3, give_up_after=0.6,
+                          frozen_after=0.3, **FAST) as grabber:
+            got = _watch(grabber, 3.0)
+            stats = grabber.stats
+    assert 1 <= len(got) <= 10 and not any(is_blank(c.frame.rgb) for c in got)
+    assert stats.blank_skipped > 60 and stats.repeats_skipped == 0
+    assert (stats.reopens, stats.last_error, stats.is_stalled) == (0, None, False)
+    assert stats.only_blank_for > 2.0
+
+
+def test_uniform_frames_are_a_stall_when_blank_is_stall_is_set():
+    with MJPEGCamera(lambda i: np.zeros((120, 160, 3), np.uint8), fps=40) as camera:
+        with FrameGrabber(lambda: open_source(camera.url), stall_timeout=0.3, give_up_after=1.0,
+                          blank_is_stall=True, **FAST) as grabber:
+            with pytest.raises(SourceError, match=r"giving up.*only blank frames"):
+                _watch(grabber, 10.0)
+            assert grabber.stats.reopens >= 1
+
+
+def test_camera_frozen_on_one_picture_is_treated_as_stalled_then_given_up():
+    """A real camera stream whose every frame is the same (non-blank) JPEG: decoded, byte-identical."""
+    still = noisy(255, seed=3)
+    with MJPEGCamera(lambda i: still, fps=40) as camera:
+        with FrameGrabber(lambda: open_source(camera.url), stall_timeout=5, frozen_after=0.5, give_up_after=2.0,
+                          reopen_backoff=(0.1, 0.2)) as grabber:
+            got = []
+            with pytest.raises(SourceError, match=r"giving up.*frozen: the same picture, byte for byte"):
+                while True:
+                    try:
+                        got.append(grabber.get(timeout=0.1))
+                    except TimeoutError:
+                        pass
+            stats = grabber.stats
+    assert len(got) == 1  # the picture once, never its repeats (not even after a reopen)
+    assert stats.repeats_skipped > 30 and stats.reopens >= 1
+
+
+def test_frozen_check_exempts_files_and_folders(tmp_path):
+    """A still shot in a video file repeats legitimately, even played as a live source."""
+    still = textured(3)
+    path = write_video(tmp_path / "still.avi", [still] * 30)
+    with FrameGrabber(lambda: open_source(path, realtime=True, fps=200), frozen_after=0.01) as grabber:
+        items = drain(grabber)
+        stats = grabber.stats
+    assert len(items) > 10 and stats.repeats_skipped == 0 and stats.reopens == 0
+
+
+def test_same_picture_is_exact():
+    a = textured(1, 640, 480)
+    b = a.copy()
+    assert same_picture(a, b)
+    b[479, 639, 2] ^= 1  # one bit off the sampled grid
+    assert not same_picture(a, b)
+    assert not same_picture(a, a[:, :, ::-1].copy()) and not same_picture(a, a[:240])
+
+
+# -- reopening a file or folder -----------------------------------------------------
+
+
+def _pictures(path: Path) -> list[np.ndarray]:
+    with open_source(path) as source:
+        return [f.rgb for f in iter(source.read, None)]
+
+
+def fails_once(cls: type, at: int, message: str) -> type:
+    """``cls`` (a real source) whose first instance to reach its frame ``at`` raises once, then works."""
+    state = {"failed": False}
+
+    class FailsOnce(cls):
+        def read(self):
+            if self._next_index == at and not state["failed"]:
+                state["failed"] = True
+                raise SourceError(f"{self.name}: {message}")
+            return super().read()
+
+    return FailsOnce
+
+
+def test_video_reopened_after_a_read_error_never_delivers_a_frame_twice(clip):
+    """The file's share drops at frame 12 (once); the fresh source must continue at 13, not at 1."""
+    drops_once = fails_once(VideoFile, 12, "Input/output error (network share lost)")
+    factory = Factory(lambda: drops_once(clip))
+    with FrameGrabber(factory, **FAST) as grabber:
+        items = drain(grabber)
+        stats = grabber.stats
+    expected = _pictures(clip)
+    assert stats.reopens == 1 and len(factory.made) == 2
+    assert len(items) == len(expected) == 30
+    assert all(np.array_equal(c.frame.rgb, picture) for c, picture in zip(items, expected))
+    assert [c.frame.index for c in items] == list(range(30))
+
+
+def test_video_reopened_after_a_stall_never_delivers_a_frame_twice(clip):
+    """A read that hangs (an NFS stall) at frame 10 of the first source: abandoned, and the next resumes."""
+    release = threading.Event()
+
+    class HangsOnce(VideoFile):
+        def read(self):
+            if self._next_index == 10 and self is factory.made[0]:
+                release.wait()
+            return super().read()
+
+    factory = Factory(lambda: HangsOnce(clip))
+    try:
+        with FrameGrabber(factory, stall_timeout=0.3, **FAST) as grabber:
+            items = drain(grabber)
+            stats = grabber.stats
+    finally:
+        release.set()
+    expected = _pictures(clip)
+    assert stats.reopens == 1 and "no frame for" in stats.last_error
+    assert len(items) == 30 and all(np.array_equal(c.frame.rgb, p) for c, p in zip(items, expected))
+
+
+def test_looping_video_reopened_mid_pass_continues_the_pass(clip):
+    drops_once = fails_once(VideoFile, 40, "lost")  # in the second pass, at its frame 10
+    with FrameGrabber(lambda: drops_once(clip, loop=True), **FAST) as grabber:
+        items = [grabber.get(timeout=5) for _ in range(60)]
+    expected = _pictures(clip)
+    assert all(np.array_equal(c.frame.rgb, expected[i % 30]) for i, c in enumerate(items))
+
+
+def test_folder_reopened_after_a_failure_never_delivers_an_image_twice(tmp_path):
+    for i in range(8):
+        cv2.imwrite(str(tmp_path / f"img{i:02d}.png"), textured(i))
+
+    drops_once = fails_once(ImageFolder, 3, "the USB stick went away")
+    with FrameGrabber(lambda: drops_once(tmp_path), **FAST) as grabber:
+        items = drain(grabber)
+        assert grabber.stats.reopens == 1
+    expected = [cv2.cvtColor(textured(i), cv2.COLOR_BGR2RGB) for i in range(8)]
+    assert len(items) == 8 and all(np.array_equal(c.frame.rgb, e) for c, e in zip(items, expected))
+

@@ -1,104 +1,57 @@
-"""edgeclass deploy over a real OpenSSH server started by the test on 127.0.0.1.
+"""edgeclass deploy over a real OpenSSH server, to a "Pi" whose service is a real ``edgeclass run``.
 
-The "Pi" is this machine: sshd runs (as this user) with a test-made config,
-host key and authorized key on a free port above 1024; the deploy runs the
-real ``ssh``/``scp`` clients and the device side is the real installed
-``edgeclass`` (``bundle install``, ``service status``, ``bundle rollback``).
-What is simulated is only the systemd service itself: ``--reload-command``
-runs a small script that does what the run loop does on SIGHUP (load and
-verify ``current``, then write the state file with the bundle it now runs),
-because systemd cannot run services in this container.
+The deploy runs the real ``ssh``/``scp`` clients against a real sshd on
+127.0.0.1; on the device side the real installed ``edgeclass`` installs,
+lists and rolls back releases and reads the health. The service is a real
+``edgeclass run --config device.toml`` process classifying a looping video
+and writing a real state file, started, reloaded (SIGHUP) and restarted by
+the systemd stand-in (:mod:`.systemd_standin`, see :mod:`.pi_standin` for
+what is and is not real).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
+import tempfile
 from pathlib import Path
 
 import pytest
 
+from edgeclass.device.bundle import load_bundle, write_bundle
+from edgeclass.device.fleet.device_status import edgetpu_problem
+from edgeclass.device.fleet.ssh import SshTarget
+
 from .cli_helpers import _MAIN, edgeclass
+from .pi_standin import HAVE_SSH, FakePi, Sshd, needs_ssh
 from .service_fixtures import bundles  # noqa: F401  (fixture)
-
-SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if Path("/usr/sbin/sshd").exists() else None)
-needs_ssh = pytest.mark.skipif(
-    SSHD is None or shutil.which("ssh") is None or shutil.which("scp") is None or shutil.which("ssh-keygen") is None,
-    reason="OpenSSH server/client not installed (Debian: apt-get install -y --no-install-recommends openssh-server)",
-)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    """A throwaway sshd on 127.0.0.1:<free port>; yields the ssh client options for deploy."""
-    work = tmp_path_factory.mktemp("sshd")
-    privsep = Path("/run/sshd")  # compiled-in privilege separation directory of Debian's sshd
-    if not privsep.is_dir():
-        if os.geteuid() != 0:
-            pytest.skip(f"{privsep} is missing and only root can create it; sshd refuses to start without it")
-        privsep.mkdir(mode=0o755, parents=True)
-    for name in ("host_key", "client_key"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(work / name)], check=True)
-    shutil.copy(work / "client_key.pub", work / "authorized_keys")
-    port = _free_port()
-    user = os.environ.get("USER") or __import__("pwd").getpwuid(os.getuid()).pw_name
-    (work / "sshd_config").write_text(f"""\
-Port {port}
-ListenAddress 127.0.0.1
-HostKey {work}/host_key
-AuthorizedKeysFile {work}/authorized_keys
-PidFile {work}/sshd.pid
-AllowUsers {user}
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-StrictModes no
-Subsystem sftp internal-sftp
-""")
-    # Pin the host key: the client checks it for real (StrictHostKeyChecking=yes).
-    host_pub = (work / "host_key.pub").read_text().split()
-    (work / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
-    log = open(work / "sshd.log", "w")
-    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(work / "sshd_config")], stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 10
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"sshd exited with {proc.returncode}: {(work / 'sshd.log').read_text()}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                proc.terminate()
-                pytest.fail(f"sshd did not listen on port {port}: {(work / 'sshd.log').read_text()}")
-            time.sleep(0.05)
-    args = ["-p", str(port), "-i", str(work / "client_key"), "--ssh-config", "none",
-            "-o", f"UserKnownHostsFile={work}/known_hosts", "-o", "StrictHostKeyChecking=yes"]
-    yield {"host": f"{user}@127.0.0.1", "args": args, "work": work}
-    proc.terminate()
-    proc.wait(timeout=10)
-    log.close()
+def pi_bin(tmp_path_factory) -> Path:
+    """The device's bin/ directory, first on PATH in every ssh session (systemctl, sudo, edgeclass)."""
+    path = Path(tmp_path_factory.mktemp("pi-bin", numbered=True))
+    os.chmod(path, 0o755)
+    return path
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory, pi_bin):
+    """A throwaway sshd on 127.0.0.1 whose sessions find the device's bin/ first."""
+    if not HAVE_SSH:
+        pytest.skip("OpenSSH server/client not installed (Debian: apt-get install -y --no-install-recommends openssh-server)")
+    server = Sshd(tmp_path_factory.mktemp("sshd"), path_first=pi_bin)
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="module")
 def remote_edgeclass(tmp_path_factory) -> str:
-    """The device's edgeclass: the installed script, or (until device/cli.py registers the
-    service commands) a two-line wrapper that registers them and runs the same main()."""
+    """The device's edgeclass: the installed console script, or a wrapper running the same main()."""
     script = Path(sys.executable).parent / "edgeclass"
-    probe = subprocess.run([str(script), "service", "--help"], capture_output=True, timeout=60) if script.is_file() else None
-    if probe is not None and probe.returncode == 0:
+    if script.is_file():
         return str(script)
     wrapper = tmp_path_factory.mktemp("bin") / "edgeclass"
     wrapper.write_text(f"#!{sys.executable}\n{_MAIN}\n")
@@ -106,103 +59,237 @@ def remote_edgeclass(tmp_path_factory) -> str:
     return str(wrapper)
 
 
-FAKE_RELOAD = """\
-import os, sys
-from edgeclass.device.bundle import load_bundle
-from edgeclass.device.service.state import write_state
-root, state_file, pid = sys.argv[1], sys.argv[2], int(sys.argv[3])
-refuse = sys.argv[4] if len(sys.argv) > 4 else None
-path = os.path.realpath(os.path.join(root, "current"))
-bundle = load_bundle(path)
-if refuse and refuse in bundle.name:
-    print(f"hot reload failed for {bundle.name}: keeping the old model", file=sys.stderr)
-    sys.exit(0)  # like the run loop: the old model keeps running, so the state is unchanged
-write_state(state_file, {"pid": pid, "started_at": 0.0, "fps": 12.0, "frames": 3, "label": "x",
-                         "last_error": None, "bundle_name": bundle.name, "bundle_path": path})
-"""
-
-
 @pytest.fixture()
-def device(tmp_path):
-    """The device's directories and the simulated service reload."""
-    script = tmp_path / "fake_reload.py"
-    script.write_text(FAKE_RELOAD)
-    root, state = tmp_path / "var-lib-edgeclass", tmp_path / "state.json"
-
-    def reload(refuse: str | None = None) -> str:
-        cmd = [sys.executable, str(script), str(root), str(state), str(os.getpid())] + ([refuse] if refuse else [])
-        return " ".join(cmd)
-
-    return {"root": root, "state": state, "reload": reload}
+def pi(colour_video, remote_edgeclass, pi_bin):
+    device = FakePi(colour_video, remote_edgeclass, pi_bin)
+    yield device
+    device.close()
 
 
-def _deploy(sshd, remote, device, bundle, *extra, reload=None, timeout="20"):
-    return edgeclass("deploy", bundle, sshd["host"], *sshd["args"], "--root", device["root"], "--state-file", device["state"],
-                     "--remote-edgeclass", remote, "--as-user", "", "--reload-command", reload or device["reload"](),
-                     "--timeout", timeout, "--keep", "3", *extra)
+def _deploy(sshd, pi, bundle, *extra, timeout: float = 30):
+    """``edgeclass deploy``, with its own TMPDIR: the ssh control directory it makes there must be gone after."""
+    tmp = Path(tempfile.mkdtemp(prefix="ecd-", dir="/tmp"))  # short: the control socket path is limited
+    try:
+        result = edgeclass("deploy", bundle, sshd.host, *sshd.args, *pi.deploy_args(timeout), *extra, timeout=300,
+                           env={"TMPDIR": str(tmp)})
+        assert not list(tmp.iterdir()), f"deploy left {list(tmp.iterdir())} behind (the ssh control socket)"
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for staged in pi.uploads():
+        assert not staged.parent.exists(), f"the upload {staged.parent} was not removed on the device"
+    return result
 
 
-def _uploads() -> set[Path]:
-    return set(Path("/tmp").glob("edgeclass-deploy.*"))
+def _status(sshd, pi):
+    return edgeclass("deploy", "--status", sshd.host, *sshd.args, *pi.deploy_args(), timeout=120)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 @needs_ssh
-def test_deploy_healthy_then_rollbacks(sshd, remote_edgeclass, device, bundles):
-    """One device, four deploys: first release, an upgrade, a bundle the service refuses, a failing reload."""
-    root = device["root"]
-    uploads = _uploads()
+def test_first_deploy_starts_an_inactive_service_then_reloads_it(sshd, pi, bundles):
+    """The unit is installed but was never started (no bundle yet): deploy must start it, not 'reload' it."""
+    assert pi.systemctl("reload").stderr.strip() == "edgeclass.service is not active, cannot reload."  # as systemd
+    first = _deploy(sshd, pi, bundles["v1"])
+    assert first.returncode == 0, first.stdout + first.stderr + pi.journal_text()
+    release = pi.current()
+    out = first.stdout
+    assert "device    current   none" in out and "device    service   edgeclass: inactive" in out
+    assert "(first release)" in out
+    assert "service edgeclass was inactive: started it" in out
+    assert f"healthy on {release} (backend " in out
+    state = pi.state_json()  # written by the real service
+    assert state["bundle_path"] == release and state["frames"] > 0 and _alive(state["pid"])
+    assert pi.unit_state()["state"] == "active" and "ready: first frame classified with colour-v1" in pi.journal_text()
 
-    first = _deploy(sshd, remote_edgeclass, device, bundles["v1"])
-    assert first.returncode == 0, first.stderr
-    assert "(first release)" in first.stdout and "healthy on " in first.stdout
+    # A second deploy reloads the running process in place (SIGHUP hot reload, same pid).
+    second = _deploy(sshd, pi, bundles["v2"])
+    assert second.returncode == 0, second.stdout + second.stderr + pi.journal_text()
+    assert "service edgeclass was active: reloaded it" in second.stdout
+    assert f"healthy on {pi.current()}" in second.stdout and Path(pi.current()).name.startswith("colour-v2-")
+    assert pi.state_json()["pid"] == state["pid"]
+    assert f"(previous: {release})" in second.stdout
+    assert len(pi.uploads()) == 2  # and _deploy checked that both were removed
 
-    second = _deploy(sshd, remote_edgeclass, device, bundles["v2"])
-    assert second.returncode == 0, second.stderr
-    good = os.path.realpath(root / "current")
-    assert Path(good).name.startswith("mobilenet-v2-")
-    assert json.loads(device["state"].read_text())["bundle_path"] == good
-    assert f"healthy on {good}" in second.stdout
 
-    # The service refuses the new bundle on reload and keeps running the old
-    # one: deploy must see it never runs the new release, roll back, say so.
-    refused = _deploy(sshd, remote_edgeclass, device, bundles["v1"], reload=device["reload"](refuse="mobilenet-v1"), timeout="2")
-    assert refused.returncode == 2, refused.stdout + refused.stderr
-    assert "not healthy (the service still runs " in refused.stdout
-    assert refused.stderr.startswith(f"error: {sshd['host']}: mobilenet-v1-")
-    assert f"did not become healthy (the service still runs {good}, after 2 s); rolled back to {Path(good).name}, healthy again" in refused.stderr
-    assert os.path.realpath(root / "current") == good
+@needs_ssh
+def test_deploy_after_a_crash_loop_resets_failed_then_starts(sshd, pi, bundles):
+    """A config mistake crash-looped the unit into 'failed' (start limit hit); fixed, the next deploy must recover it."""
+    good = pi.config.read_text()
+    pi.write_config(text=good + "\n[decision]\nthreshhold = 0.5\n")
+    assert pi.systemctl("start").returncode == 1
+    pi.wait_unit("failed", "start-limit-hit")
+    refused = pi.systemctl("start")
+    assert refused.returncode == 1 and "start limit was hit" in refused.stderr  # systemd refuses until reset-failed
+    assert "unknown key 'threshhold'" in pi.journal_text()
+    pi.write_config(text=good)
 
-    # "systemctl reload" itself fails (e.g. the unit is stopped) while the new release is current.
-    flaky = f'case "$(readlink {root}/current)" in *mobilenet-v1*) exit 3;; esac; {device["reload"]()}'
-    failed = _deploy(sshd, remote_edgeclass, device, bundles["v1"], reload=flaky, timeout="5")
+    result = _deploy(sshd, pi, bundles["v1"])
+    assert result.returncode == 0, result.stdout + result.stderr + pi.journal_text()
+    assert "device    service   edgeclass: failed" in result.stdout
+    assert "service edgeclass was failed: reset-failed, then started it" in result.stdout
+    assert f"healthy on {pi.current()}" in result.stdout
+    assert pi.unit_state()["state"] == "active"
+
+
+@needs_ssh
+def test_unhealthy_release_is_rolled_back_and_the_service_keeps_the_old_one(sshd, pi, bundles):
+    good = pi.install_and_run(bundles["v1"], bundles["v2"])
+
+    # systemd's reload itself fails (ExecReload exits non-zero) while the new release is current.
+    pi.unit["exec_reload"] = f'case "$(readlink {pi.root}/current)" in *colour-v1*) exit 3;; esac; kill -HUP $MAINPID'
+    pi.save_unit()
+    failed = _deploy(sshd, pi, bundles["v1"], timeout=5)
     assert failed.returncode == 2, failed.stdout + failed.stderr
-    assert "did not become healthy (reload failed with exit 3: no output)" in failed.stderr
-    assert os.path.realpath(root / "current") == good
-    assert json.loads(device["state"].read_text())["bundle_path"] == good
+    assert ("did not become healthy (sudo -n systemctl reload-or-restart edgeclass failed with exit 1: "
+            "Job for edgeclass.service failed because the control process exited with error code.)") in failed.stderr
+    assert f"rolled back to {Path(good).name}, healthy again" in failed.stderr
+    assert pi.current() == good and pi.state_json()["bundle_path"] == good
+    pi.unit["exec_reload"] = None
+    pi.save_unit()
 
-    assert _uploads() <= uploads, "the temporary upload directories were not removed on the host"
-    assert not list(Path("/tmp").glob("ec-ssh-*/*")), "the ssh control socket was left behind"
+    # The service reloads, but its config names one fixed release instead of current: it never runs the new one.
+    pi.write_config(bundle=good)
+    stuck = _deploy(sshd, pi, bundles["v1"], timeout=4)
+    assert stuck.returncode == 2, stuck.stdout + stuck.stderr
+    assert f"not healthy (the service still runs {good}, after 4 s): rolling back to {good}" in stuck.stdout
+    assert stuck.stderr.startswith(f"error: {sshd.host}: colour-v1-")
+    assert f"rolled back to {Path(good).name}, healthy again" in stuck.stderr
+    assert pi.current() == good
 
 
 @needs_ssh
-def test_remote_install_failure_leaves_device_untouched(sshd, device, bundles):
-    result = _deploy(sshd, "/nonexistent/bin/edgeclass", device, bundles["v1"])
+def test_connection_lost_after_install_is_stated_and_the_next_deploy_recovers(sshd, pi, bundles):
+    v1 = pi.install_and_run(bundles["v1"])
+    pi.cut_network_after_install(sshd)
+    try:
+        lost = _deploy(sshd, pi, bundles["v2"])
+    finally:
+        sshd.stop()
+        sshd.start()  # the Pi is back on the network
+    v2 = pi.current()
+    assert lost.returncode == 2 and Path(v2).name.startswith("colour-v2-"), lost.stdout + lost.stderr
+    assert f"installed {v2} (previous: {v1})" in lost.stdout
+    assert "lost the connection after installing " + Path(v2).name in lost.stderr
+    assert f"current is {Path(v2).name} (previous: {Path(v1).name})" in lost.stderr
+    assert f"'edgeclass deploy --status {sshd.host}'" in lost.stderr
+    assert pi.state_json()["bundle_path"] == v1  # the service was never switched over
+
+    status = _status(sshd, pi)
+    assert status.returncode == 1, status.stdout + status.stderr
+    assert f"current   {Path(v2).name}  (previous {Path(v1).name}; 2 releases)" in status.stdout
+    assert f"running   {Path(v1).name}, healthy, " in status.stdout
+    assert (f"verdict   NOT OK: the service still runs {Path(v1).name} but current is {Path(v2).name}: "
+            "a deploy stopped after installing it") in status.stdout
+
+    again = _deploy(sshd, pi, bundles["v2"])
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"switching current back to it first" in again.stdout
+    assert f"(previous: {v1})" in again.stdout  # the release known to run stays the one to roll back to
+    assert f"healthy on {pi.current()}" in again.stdout
+    after = _status(sshd, pi)
+    assert after.returncode == 0 and "verdict   healthy on current" in after.stdout, after.stdout
+
+
+@needs_ssh
+@pytest.mark.skipif(os.geteuid() != 0, reason="reading the upload as another user (the service user) needs root")
+def test_upload_is_readable_by_the_service_user_even_from_a_0700_bundle(sshd, pi, bundles, tmp_path):
+    """Bundles made before they were written world-readable have a 0700 directory, and scp keeps the mode."""
+    private = shutil.copytree(bundles["v1"], tmp_path / "private-v1")
+    for path in [private, *private.rglob("*")]:
+        path.chmod(0o700 if path.is_dir() else 0o600)
+    result = _deploy(sshd, pi, private)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"healthy on {pi.current()}" in result.stdout
+
+
+@needs_ssh
+def test_health_check_reports_the_backend_and_fails_cpu_when_edgetpu_is_required(sshd, pi, bundles, tmp_path):
+    """No Edge TPU can exist here, so the service's state is the one a Pi would write: the test writes it.
+
+    The bundle carries model_edgetpu.tflite, the device's config says edgetpu = "on", and the service reports
+    it runs the CPU model: deploy must not call that healthy.
+    """
+    source = load_bundle(bundles["v1"])
+    tpu = write_bundle(tmp_path / "tpu", model=source.model_path, labels=list(source.labels), input_spec=source.input,
+                       output_spec=source.output, name="colour-tpu", edgetpu_model=source.model_path)
+    writer = tmp_path / "write_state.py"
+    writer.write_text(f"""\
+import os, sys
+from edgeclass.device.service.state import write_state
+backend, model = sys.argv[1], sys.argv[2]
+write_state({str(pi.state)!r}, {{"pid": os.getppid(), "started_at": 0.0, "fps": 9.5, "frames": 40, "label": "red",
+    "last_error": None, "bundle_name": "colour-tpu", "bundle_path": os.path.realpath({str(pi.root / 'current')!r}),
+    "backend": backend, "interpreter": "ai_edge_litert", "model": model, "edgetpu_setting": "on"}})
+""")
+
+    def deploy_with(backend: str, model: str):
+        reload = f"{sys.executable} {writer} {backend} {model}"
+        return _deploy(sshd, pi, tpu, "--reload-command", reload, timeout=2)
+
+    on_cpu = deploy_with("cpu", "model.tflite")
+    assert on_cpu.returncode == 2, on_cpu.stdout + on_cpu.stderr
+    assert ('is not healthy (the bundle has model_edgetpu.tflite and [model] edgetpu = "on", but the service runs '
+            "model.tflite on the CPU") in on_cpu.stderr
+    on_tpu = deploy_with("edgetpu", "model_edgetpu.tflite")
+    assert on_tpu.returncode == 0, on_tpu.stdout + on_tpu.stderr
+    assert "(backend edgetpu (ai_edge_litert, model_edgetpu.tflite), 9.5 fps)" in on_tpu.stdout
+
+
+def test_edgetpu_judgement_needs_all_three_conditions():
+    state = {"backend": "cpu", "edgetpu_setting": "on", "model": "model.tflite"}
+    assert edgetpu_problem(state, True)
+    assert edgetpu_problem(state, False) is None  # no Edge TPU model: the CPU is all there is
+    assert edgetpu_problem({**state, "edgetpu_setting": "auto"}, True) is None  # auto may fall back
+    assert edgetpu_problem({**state, "backend": "edgetpu"}, True) is None
+
+
+@needs_ssh
+def test_remote_install_failure_leaves_device_untouched(sshd, pi, bundles):
+    result = edgeclass("deploy", bundles["v1"], sshd.host, *sshd.args, *pi.deploy_args(),
+                       "--remote-edgeclass", "/nonexistent/bin/edgeclass")
     assert result.returncode == 2
     assert "could not install and verify the bundle (exit 127)" in result.stderr
-    assert not (device["root"] / "current").exists()
+    assert not (pi.root / "current").exists()
 
 
-def test_dry_run_prints_the_plan_without_connecting(bundles, tmp_path):
+def test_ssh_host_is_never_an_option(tmp_path):
+    """A host named like an ssh option must reach ssh as a (bad) host name, never run a ProxyCommand."""
+    marker = tmp_path / "pwned"
+    target = SshTarget(f"-oProxyCommand=touch {marker}", options=("ConnectTimeout=2",))
+    argvs = (target.ssh("true"), target.scp(tmp_path, "/tmp"), target.ssh_argv("-O", "check"))
+    for argv in argvs:
+        subprocess.run(argv, capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert not marker.exists(), "ssh ran the host name as a ProxyCommand option"
+    for argv in argvs:
+        assert "--" in argv and argv[argv.index("--") + 1] in (target.host, str(tmp_path)), argv
+    refused = edgeclass("deploy", "--status", "--", f"-oProxyCommand=touch {marker}")
+    assert refused.returncode == 2 and not marker.exists()
+    assert "host '-oProxyCommand=touch" in refused.stderr and "does not start with '-'" in refused.stderr
+
+
+def test_dry_run_prints_the_plan_without_connecting(bundles):
     result = edgeclass("deploy", bundles["v1"], "pi@raspberrypi.invalid", "--dry-run", "-p", "2222", "-i", __file__)
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert out.startswith(f"deploy mobilenet-v1 ({bundles['v1']}) to pi@raspberrypi.invalid:/var/lib/edgeclass\n")
-    assert "would: copy the bundle: scp -r -q -P 2222 -i " in out
+    assert out.startswith(f"deploy colour-v1 ({bundles['v1']}) to pi@raspberrypi.invalid:/var/lib/edgeclass\n")
+    assert "would: copy the bundle: scp -r -q -P 2222 -i " in out and f" -- {bundles['v1']} pi@raspberrypi.invalid:" in out
     assert ("sudo -n -u edgeclass /opt/edgeclass/venv/bin/edgeclass bundle install "
             "/tmp/edgeclass-deploy.XXXXXX/v1 --root /var/lib/edgeclass --keep 3 --json") in out
-    assert "would: reload the service: ssh -p 2222" in out and "'sudo -n systemctl reload edgeclass'" in out
+    assert "chmod -R u+rwX,go+rX -- /tmp/edgeclass-deploy.XXXXXX/v1 && " in out
+    assert "would: ask systemd: ssh -p 2222" in out and " -- pi@raspberrypi.invalid 'systemctl is-active edgeclass'" in out
+    assert "would: if the unit is failed, reset it:" in out and "'sudo -n systemctl reset-failed edgeclass'" in out
+    assert "would: start or reload the service:" in out and "'sudo -n systemctl reload-or-restart edgeclass'" in out
     assert "/opt/edgeclass/venv/bin/edgeclass bundle rollback --root /var/lib/edgeclass --json" in out
-    assert len([line for line in out.splitlines() if line.startswith("would: ")]) == 7
+    assert "systemctl reload edgeclass" not in out
+    assert all(" -- pi@raspberrypi.invalid" in line for line in out.splitlines()[1:] if "would: " in line and " ssh " in line)
+    assert len([line for line in out.splitlines() if line.startswith("would: ")]) == 10
 
 
 def test_damaged_bundle_never_leaves_the_workstation(bundles):
@@ -210,3 +297,10 @@ def test_damaged_bundle_never_leaves_the_workstation(bundles):
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and "model.tflite: sha256 is" in result.stderr
     assert "raspberrypi.invalid" not in result.stdout.replace("to pi@raspberrypi.invalid", "")
+
+
+def test_status_needs_only_the_host():
+    both = edgeclass("deploy", "--status", "bundles/x", "pi@raspberrypi.invalid")
+    assert both.returncode == 2 and "--status takes only the host" in both.stderr
+    neither = edgeclass("deploy")
+    assert neither.returncode == 2 and "deploy needs BUNDLE and HOST" in neither.stderr

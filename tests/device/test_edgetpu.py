@@ -108,3 +108,122 @@ def test_delegate_that_fails_to_attach_is_a_clear_error(tpu_bundle, monkeypatch)
     # auto: the same failure falls back to the CPU model.
     c = open_classifier(b, edgetpu=EdgeTPU.AUTO)
     assert not c.on_edgetpu
+
+
+# -- auto mode tries the Edge TPU again ---------------------------------------------
+#
+# What is real: Coral's compiled models, the interpreter, the dlopen probe of a
+# libedgetpu.so.1 file (first garbage, then a real ELF library that is not the
+# runtime), the frame loop on a real video. What cannot be exercised without a
+# Coral: libedgetpu's delegate attaching and running the compiled model. For
+# the swap itself the Edge TPU is faked below: its "delegate" is the CPU twin.
+
+
+@pytest.fixture()
+def fake_libedgetpu(tmp_path, monkeypatch):
+    """A libedgetpu.so.1 that fails to load (not an ELF file), at an absolute path the probe uses."""
+    library = tmp_path / "libedgetpu.so.1"
+    library.write_bytes(b"not a shared library\n" * 10)
+    monkeypatch.setattr(interpreter_mod, "EDGETPU_LIBRARY", str(library))
+    return library
+
+
+def _loadable_non_delegate(library) -> None:
+    """Replace the fake with a real shared library that is not a TFLite delegate (Python's own _ctypes)."""
+    import _ctypes
+
+    shutil.copyfile(_ctypes.__file__, library)
+
+
+def _runner(bundle_path, video, retry):
+    from edgeclass.device.pipeline.config import SourceConfig
+    from edgeclass.device.pipeline.loop import Output, RunLimits, Runner
+
+    class Seen(Output):
+        def __init__(self):
+            self.backends = []
+
+        def write(self, frame, decision):
+            self.backends.append(runner.classifier.on_edgetpu)
+
+    b = load_bundle(bundle_path)
+    seen = Seen()
+    runner = Runner(b, open_classifier(b, edgetpu=EdgeTPU.AUTO),
+                    SourceConfig(source=str(video), loop=True, realtime=True, fps=60),
+                    outputs=[seen], limits=RunLimits(duration=1.5), edgetpu_retry=retry)
+    return runner, seen
+
+
+@pytest.fixture(scope="module")
+def coral_video(coral, tmp_path_factory):
+    import cv2
+
+    from .conftest import write_video
+
+    frames = [cv2.cvtColor(cv2.imread(str(coral / "images" / "cat.bmp")), cv2.COLOR_BGR2RGB)] * 5
+    return write_video(tmp_path_factory.mktemp("coral-video") / "cat.avi", frames)
+
+
+def test_auto_retries_the_edge_tpu_now_and_then_and_stays_on_the_cpu_while_it_cannot_load(
+        tpu_bundle, coral_video, fake_libedgetpu, caplog):
+    with caplog.at_level(logging.DEBUG, logger="edgeclass"):
+        runner, seen = _runner(tpu_bundle, coral_video, retry=0.2)
+        assert runner.edgetpu_retry is not None  # auto fell back, so it will try again
+        runner.run()
+        attempts = runner.edgetpu_retry.attempts
+        assert attempts >= 4 and seen.backends and not any(seen.backends)
+        # The library becomes loadable, but it is not the Edge TPU runtime: still the CPU.
+        _loadable_non_delegate(fake_libedgetpu)
+        runner.run()
+    assert runner.edgetpu_retry.attempts >= attempts + 4 and not runner.classifier.on_edgetpu
+    messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO and "Edge TPU" in r.getMessage()]
+    assert len(messages) == 2, messages  # the fallback, and "trying again": nothing per attempt
+    assert "invalid ELF header" in messages[0] and "every 0.2 s" in messages[1]
+    debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG and "still unavailable" in r.getMessage()]
+    assert any("not the Edge TPU runtime" in m for m in debug)
+
+
+def test_auto_switches_to_the_edge_tpu_between_frames_once_it_loads_and_says_so_once(
+        tpu_bundle, coral_video, fake_libedgetpu, monkeypatch, caplog):
+    """The Edge TPU is faked here (none exists): once 'plugged in', its delegate runs the CPU twin."""
+    runner, seen = _runner(tpu_bundle, coral_video, retry=0.3)
+    with caplog.at_level(logging.INFO, logger="edgeclass"):
+        runner.limits = type(runner.limits)(duration=0.8)
+        runner.run()  # CPU only: the library does not load yet
+        assert seen.backends and not any(seen.backends)
+        # "Plug in the Coral": the runtime loads, and its delegate attaches.
+        monkeypatch.setattr(interpreter_mod, "edgetpu_runtime_error", lambda: None)
+        monkeypatch.setattr("edgeclass.device.pipeline.edgetpu_retry.edgetpu_runtime_error", lambda: None)
+        monkeypatch.setattr(classifier_mod, "edgetpu_runtime_error", lambda: None)
+        real_make = classifier_mod.make_interpreter
+        cpu_model = load_bundle(tpu_bundle).model_path
+
+        def fake_tpu(model_path, num_threads=None, edgetpu=False, backend=None):
+            return real_make(cpu_model if edgetpu else model_path, num_threads=num_threads, backend=backend)
+
+        monkeypatch.setattr(classifier_mod, "make_interpreter", fake_tpu)
+        before = len(seen.backends)
+        runner.limits = type(runner.limits)(duration=2.0)
+        runner.run()
+    after = seen.backends[before:]
+    switch = after.index(True)
+    assert not any(after[:switch]) and all(after[switch:]) and len(after) - switch > 5  # one clean switch
+    assert runner.classifier.on_edgetpu and runner.classifier.model_path.name == "model_edgetpu.tflite"
+    assert runner.edgetpu_retry is None  # done trying
+    switched = [r.getMessage() for r in caplog.records if "switched" in r.getMessage()]
+    assert switched == ["Edge TPU available now: switched from model.tflite on the CPU (ai_edge_litert) to "
+                        "model_edgetpu.tflite on the Edge TPU (ai_edge_litert)"]
+
+
+def test_a_library_that_loads_but_is_not_the_runtime_is_a_clear_error_not_a_crash(tpu_bundle, fake_libedgetpu):
+    _loadable_non_delegate(fake_libedgetpu)
+    assert "not the Edge TPU runtime" in interpreter_mod.edgetpu_runtime_error()
+    with pytest.raises(ModelError, match=r"--edgetpu on, but .*libedgetpu\.so\.1 loads but is not the Edge TPU runtime"):
+        open_classifier(load_bundle(tpu_bundle), edgetpu=EdgeTPU.ON)
+
+
+def test_on_and_off_never_retry(tpu_bundle, fake_libedgetpu):
+    b = load_bundle(tpu_bundle)
+    from edgeclass.device.pipeline.edgetpu_retry import EdgeTPURetry
+
+    assert EdgeTPURetry.for_classifier(b, open_classifier(b, edgetpu=EdgeTPU.OFF)) is None

@@ -16,7 +16,8 @@ from edgeclass.device.errors import BundleError, EdgeclassError, ModelError
 from edgeclass.device.pipeline.preprocess import Preprocessor
 from edgeclass.device.pipeline.verify import verify_bundle
 from edgeclass.device.service.hotreload import Reloader
-from edgeclass.device.service.runconfig import RunRequest, load_run, restart_only_changes, resolve_config
+from edgeclass.device.service.changes import changed_settings, hold_for_restart, summary
+from edgeclass.device.service.runconfig import RunRequest, load_run, resolve_config
 
 
 def _copy_with_defaults(src: Path, dest: Path, defaults: dict | None) -> Path:
@@ -66,12 +67,42 @@ def test_bundle_and_source_may_come_from_the_file_and_symlinks_resolve(colour_bu
     assert loaded.config.source.source == str(colour_video)
 
 
-def test_restart_only_changes_are_named(colour_bundle, colour_video, tmp_path):
+def test_reload_names_each_changed_setting_and_those_needing_a_restart(colour_bundle, colour_video, tmp_path):
     base = _cli(model={"bundle": str(colour_bundle)}, source={"source": str(colour_video)})
     old = resolve_config(RunRequest(None, base))
-    new = resolve_config(RunRequest(None, {**base, "source": {"source": "0", "stall_timeout": 2.0},
+    new = resolve_config(RunRequest(None, {**base, "source": {"source": "rtsp://admin:hunter2@cam/1", "stall_timeout": 2.0},
                                            "decision": {"threshold": 0.9}}))
-    assert restart_only_changes(old, new) == ["source.source", "source.stall_timeout"]
+    changes = changed_settings(old, new)
+    assert [(c.key, c.restart) for c in changes] == [
+        ("source.source", True), ("source.stall_timeout", True), ("decision.threshold", False)]
+    text = summary(changes)
+    assert "decision.threshold 0.5 -> 0.9" in text and "source.stall_timeout 5 -> 2" in text
+    assert '"rtsp://***@cam/1"' in text and "hunter2" not in text and "admin" not in text  # credentials never shown
+    # What a reload applies: the threshold; the camera settings keep running as they are until a restart.
+    applied = hold_for_restart(old, new)
+    assert applied.decision.threshold == 0.9
+    assert applied.source == old.source
+    assert [c.key for c in changed_settings(applied, new)] == ["source.source", "source.stall_timeout"]
+
+
+def test_secret_settings_never_show_their_value():
+    """A setting declared secret=True (a broker password, say) is named as changed, its value never printed."""
+    from dataclasses import dataclass, field
+
+    from edgeclass.device.settings import setting, text
+
+    @dataclass(frozen=True)
+    class Broker:
+        host: str = setting("localhost", text, "broker host")
+        password: str = setting("old-pass", text, "broker password", secret=True)
+
+    @dataclass(frozen=True)
+    class Config:
+        mqtt: Broker = field(default_factory=Broker)
+
+    changes = changed_settings(Config(), Config(Broker("broker.lan", "s3cr3t-new")))
+    text = summary(changes)
+    assert text == 'mqtt.host "localhost" -> "broker.lan", mqtt.password (changed; value hidden)'
 
 
 def test_verify_refuses_garbage_model_by_hash_and_by_interpreter(colour_bundle, tmp_path):
@@ -117,6 +148,36 @@ def test_reloader_runs_in_background_coalesces_and_reports_errors():
     assert reloader.start_if_requested()
     assert _wait_outcome(reloader) == (None, "bundle.json: broken")
     assert not reloader.start_if_requested() and len(calls) == 2
+
+
+def test_reloader_gives_up_on_a_hung_preparation_and_discards_its_late_result():
+    gate, discarded = threading.Event(), []
+    clock = [100.0]
+
+    def prepare():
+        assert gate.wait(10)
+        return "late value"
+
+    reloader = Reloader(prepare, timeout=5.0, discard=discarded.append, clock=lambda: clock[0])
+    reloader.request()
+    assert reloader.start_if_requested()
+    clock[0] = 104.9
+    assert reloader.collect() is None  # still within the timeout
+    clock[0] = 105.0
+    outcome = reloader.collect()
+    assert outcome.value is None and outcome.error.startswith("timed out after 5 s (stuck in wait (")
+    reloader.request()  # the thread is still stuck: refused at once, with the reason
+    assert reloader.start_if_requested()
+    refused = reloader.collect()
+    assert refused.error.startswith("the reload started 5 s ago is still stuck (stuck in wait (")
+    gate.set()
+    deadline = time.monotonic() + 10
+    while not discarded and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert discarded == ["late value"] and reloader.collect() is None  # thrown away, never an outcome
+    reloader.request()  # free again: a new reload runs
+    assert reloader.start_if_requested()
+    assert _wait_outcome(reloader) == ("late value", None)
 
 
 def _wait_outcome(reloader):

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from edgeclass.device.service.config import build, read_config_file
 from edgeclass.device.service.health import check_health
-from edgeclass.device.service.install import plan_install, render_unit, run_plan
+from edgeclass.device.service.install import render_unit
 from edgeclass.device.service.state import StateError, read_state, write_state
 
 from .cli_helpers import cli_app, edgeclass  # noqa: F401  (fixture)
@@ -21,18 +21,11 @@ REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 
 
-def test_packaged_files_are_the_ones_in_systemd_folder():
-    from edgeclass.device.service.install import packaged_file
-
-    for name in ("edgeclass.service", "device.toml"):
-        assert packaged_file(name) == (REPO / "systemd" / name).read_text(encoding="utf-8"), name
-
-
 def test_render_unit_substitutes_user_and_exec():
     text = render_unit("camuser", "/srv/ec/bin/edgeclass")
     assert "\nUser=camuser\n" in text and "\nGroup=camuser\n" in text
     assert "\nExecStart=/srv/ec/bin/edgeclass run --config /etc/edgeclass/device.toml\n" in text
-    assert render_unit() == (REPO / "systemd" / "edgeclass.service").read_text()
+    # (that nothing else changes, and that the wheel ships systemd/'s bytes: test_unit.py)
 
 
 def test_dry_run_prints_every_action_and_changes_nothing(cli_app, tmp_path):
@@ -48,14 +41,44 @@ def test_dry_run_prints_every_action_and_changes_nothing(cli_app, tmp_path):
 
 
 def test_dry_run_for_the_real_system_shows_useradd_and_systemctl(cli_app):
-    """--prefix / with --dry-run: what a Pi would run (nothing is executed here)."""
+    """--prefix / with --dry-run: what a Pi would run (nothing is executed here).
+
+    The user does not exist, so the unit this would write differs from any
+    installed one: "write" where none is installed, "update" where one is.
+    """
+    result = runner.invoke(cli_app, ["service", "install", "--dry-run", "--user", "edgeclass-test-nobody",
+                                     "--operator", ""])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("would: run: useradd --system --user-group --home-dir /var/lib/edgeclass --no-create-home")
+    assert lines[0].endswith(" edgeclass-test-nobody")
+    unit = Path("/etc/systemd/system/edgeclass.service")
+    verb = "update" if unit.exists() else "write"
+    assert (f"would: {verb} {unit} (User=edgeclass-test-nobody, ExecStart=/opt/edgeclass/venv/bin/edgeclass "
+            "run --config /etc/edgeclass/device.toml)") in lines
+    assert "would: run: systemctl daemon-reload" in lines
+    assert "would: run: systemctl enable edgeclass.service" in lines
+    assert not any("usermod" in line for line in lines)  # --operator '': nobody added
+    assert lines[-1].startswith("next: sudo systemctl start edgeclass (it waits for a first bundle)")
+
+
+def test_install_adds_the_sudo_user_to_the_service_group_to_read_saved_frames(cli_app, monkeypatch):
+    """The person who ran `sudo edgeclass service install` sorts the saved frames: they join the group."""
+    import pwd
+
+    person = pwd.getpwuid(65534).pw_name  # exists everywhere ("nobody"); nothing is executed in a dry run
+    monkeypatch.setenv("SUDO_USER", person)
     result = runner.invoke(cli_app, ["service", "install", "--dry-run", "--user", "edgeclass-test-nobody"])
     assert result.exit_code == 0, result.output
-    assert "would: run: useradd --system --user-group --home-dir /var/lib/edgeclass --no-create-home" in result.output
-    assert result.output.rstrip().splitlines()[-1].startswith("next: ")
     lines = result.output.splitlines()
-    assert "would: run: systemctl enable edgeclass.service" in lines
-    assert not Path("/etc/systemd/system/edgeclass.service").exists() or "unchanged" in result.output
+    assert f"would: run: usermod --append --groups edgeclass-test-nobody {person}" in lines
+    assert any(line.startswith(f"note: {person} reads /var/lib/edgeclass/uncertain and /var/log/edgeclass without "
+                               "sudo from their next login") for line in lines)
+    monkeypatch.setenv("SUDO_USER", "root")  # plain root: nobody to add
+    assert "usermod" not in runner.invoke(cli_app, ["service", "install", "--dry-run", "--user",
+                                                    "edgeclass-test-nobody"]).output
+    refused = runner.invoke(cli_app, ["service", "install", "--dry-run", "--operator", "no-such-login-xyz"])
+    assert refused.exit_code != 0 and "--operator no-such-login-xyz: no such user" in str(refused.exception)
 
 
 def test_install_under_prefix_writes_files_and_is_idempotent(cli_app, tmp_path):

@@ -1,9 +1,10 @@
 """`edgeclass run --config` as systemd runs it: a real child process, a real notify socket, real signals.
 
-The test plays systemd: it binds the AF_UNIX datagram socket named by
-NOTIFY_SOCKET, sets WATCHDOG_USEC, sends SIGHUP/SIGTERM, and reads the
-state file. Faults are real: a bundle switched through the ``current``
-symlink, a garbage model, a named pipe whose writer stops.
+The test plays systemd (:class:`~tests.device.service_process.Service`): it
+binds the AF_UNIX datagram socket named by NOTIFY_SOCKET, sets WATCHDOG_USEC,
+sends SIGHUP/SIGTERM, and reads the state file. Faults are real: a bundle
+switched through the ``current`` symlink, a garbage model, a named pipe whose
+writer stops.
 """
 
 from __future__ import annotations
@@ -13,172 +14,16 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
-import sys
-import tempfile
-import threading
 import time
 from pathlib import Path
 
-import pytest
-
 from edgeclass.device.bundle import sha256_file
-from edgeclass.device.pipeline.wrap import create_bundle_from_model
 
-from .tinymodel import COLOURS, build_colour_classifier
-
-REPO = Path(__file__).resolve().parents[2]
-UNIT = REPO / "systemd" / "edgeclass.service"
-SHIPPED = REPO / "systemd" / "device.toml"
-FRENCH = {"red": "rouge", "green": "vert", "blue": "bleu"}
-
-
-class Service:
-    """One ``edgeclass run`` child process and the notify socket it talks to."""
-
-    def __init__(self, workdir: Path, args: list[str], watchdog_usec: int = 1_000_000) -> None:
-        # AF_UNIX paths are limited to 108 bytes: pytest's tmp_path can be longer.
-        self._sockdir = tempfile.mkdtemp(prefix="ec-", dir="/tmp")
-        address = os.path.join(self._sockdir, "notify")
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(address)
-        self.sock.settimeout(0.2)
-        self.messages: list[tuple[float, str]] = []  # (time.time() received, line)
-        self._lock = threading.Lock()
-        self._closed = threading.Event()
-        threading.Thread(target=self._receive, daemon=True).start()
-        self.out, self.err = workdir / "stdout.txt", workdir / "stderr.txt"
-        env = {**os.environ, "NOTIFY_SOCKET": address, "WATCHDOG_USEC": str(watchdog_usec), "PYTHONUNBUFFERED": "1"}
-        with open(self.out, "w") as out, open(self.err, "w") as err:
-            self.proc = subprocess.Popen([sys.executable, "-m", "edgeclass.device.cli", "run", *map(str, args)],
-                                         stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env, cwd=workdir)
-
-    def _receive(self) -> None:
-        while not self._closed.is_set():
-            try:
-                data = self.sock.recv(65536)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            now = time.time()
-            with self._lock:
-                self.messages += [(now, line) for line in data.decode().split("\n")]
-
-    def lines(self, prefix: str = "") -> list[str]:
-        with self._lock:
-            return [line for _, line in self.messages if line.startswith(prefix)]
-
-    def wait_for(self, predicate, timeout: float = 30, what: str = "condition"):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            if self.proc.poll() is not None and not predicate():
-                raise AssertionError(f"edgeclass exited ({self.proc.returncode}) waiting for {what}:\n{self.err.read_text()}")
-            time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what}; notify: {self.lines()[-20:]}\n{self.err.read_text()}")
-
-    def wait_message(self, line: str, after: int = 0, timeout: float = 30) -> int:
-        """Index (into all lines) of the first ``line`` at or after index ``after``."""
-        def find():
-            with self._lock:
-                for i, (_, got) in enumerate(self.messages[after:], after):
-                    if got == line:
-                        return i + 1  # truthy
-            return None
-        return self.wait_for(find, timeout, what=line) - 1
-
-    def results(self) -> list[dict]:
-        rows = []
-        for line in self.out.read_text().splitlines():
-            if line.startswith("{"):
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:  # the last line may still be being written
-                    pass
-        return [r for r in rows if r.get("event") != "stats"]
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self._closed.set()
-        self.sock.close()
-        shutil.rmtree(self._sockdir, ignore_errors=True)
-
-
-@pytest.fixture()
-def service_factory(tmp_path):
-    made: list[Service] = []
-
-    def make(args, **kwargs) -> Service:
-        made.append(Service(tmp_path, args, **kwargs))
-        return made[-1]
-
-    yield make
-    for service in made:
-        service.close()
-
-
-@pytest.fixture(scope="module")
-def french_bundle(tmp_path_factory) -> Path:
-    """A different valid bundle: 16x16 input (not 32x32) and other label names, same colours."""
-    work = tmp_path_factory.mktemp("french")
-    model = work / "colour16.tflite"
-    model.write_bytes(build_colour_classifier(size=16))
-    labels = work / "labels.txt"
-    labels.write_text("\n".join(FRENCH[c] for c in COLOURS) + "\n")
-    return create_bundle_from_model(model, labels, work / "bundle")
-
-
-def _config(path: Path, **sections) -> Path:
-    text = []
-    for section, values in sections.items():
-        text.append(f"[{section}]")
-        text += [f"{key} = {json.dumps(value) if isinstance(value, str) else value}" for key, value in values.items()]
-    path.write_text("\n".join(text) + "\n")
-    return path
-
-
-def _switch(current: Path, target: Path) -> None:
-    """Point ``current`` at ``target`` atomically, as `edgeclass bundle install` does."""
-    tmp = current.with_name(".current.tmp")
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(target)
-    os.replace(tmp, current)
-
-
-def _state(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-
-
-def _unit_settings() -> dict[str, str]:
-    settings = {}
-    for line in UNIT.read_text().splitlines():
-        if "=" in line and not line.startswith(("#", "[")):
-            key, value = line.split("=", 1)
-            settings.setdefault(key, value)
-    return settings
-
-
-def _shipped_config(tmp_path: Path, bundle: Path, source: Path) -> Path:
-    """systemd/device.toml as shipped, with only the paths that point into a Pi replaced."""
-    text = SHIPPED.read_text()
-    for old, new in (('bundle = "/var/lib/edgeclass/current"', f'bundle = "{bundle}"'),
-                     ('source = "/dev/video0"', f'source = "{source}"'),
-                     ('state_file = "/run/edgeclass/state.json"', 'state_file = "state.json"'),
-                     ("state_interval = 2.0", "state_interval = 0.2")):
-        assert old in text, old
-        text = text.replace(old, new)
-    path = tmp_path / "device.toml"
-    path.write_text(text)
-    return path
+from .cli_helpers import edgeclass
+from .service_process import (FRENCH, french_bundle, read_state, service_factory, shipped_config,  # noqa: F401
+                              stalling_fifo, switch, unit_settings, write_config)
+from .tinymodel import COLOURS
 
 
 def test_the_unit_command_under_a_stand_in_systemd(service_factory, colour_bundle, colour_video, tmp_path):
@@ -188,11 +33,11 @@ def test_the_unit_command_under_a_stand_in_systemd(service_factory, colour_bundl
     (kill -HUP) gives RELOADING=1 then READY=1; SIGTERM gives STOPPING=1 and a clean exit in 2 s.
     The looping, real-time video stands in for the camera (--loop --realtime added to ExecStart).
     """
-    unit = _unit_settings()
+    unit = unit_settings()
     assert unit["Type"] == "notify" and float(unit["WatchdogSec"]) >= 10
     argv = shlex.split(unit["ExecStart"])
     assert Path(argv[0]).name == "edgeclass" and argv[1:] == ["run", "--config", "/etc/edgeclass/device.toml"]
-    config = _shipped_config(tmp_path, colour_bundle, colour_video)
+    config = shipped_config(tmp_path, colour_bundle, colour_video)
     svc = service_factory([*argv[2:3], config, "--loop", "--realtime"])
     ready = svc.wait_message("READY=1")
     ready_at = svc.messages[ready][0]
@@ -203,9 +48,19 @@ def test_the_unit_command_under_a_stand_in_systemd(service_factory, colour_bundl
     svc.wait_for(lambda: any(" fps, " in line for line in svc.lines("STATUS=")), timeout=20, what="a STATUS with fps")
     status = [line for line in svc.lines("STATUS=") if " fps, " in line][-1]
     assert any(colour in status for colour in COLOURS) and "bundle bundle" in status
-    state = svc.wait_for(lambda: (s := _state(tmp_path / "state.json")).get("frames") and s, what="state")
+    state = svc.wait_for(lambda: (s := read_state(tmp_path / "state.json")).get("frames") and s, what="state")
     assert state["pid"] == svc.proc.pid and state["bundle_path"] == str(colour_bundle.resolve())
     assert state["label"] in COLOURS and state["last_error"] is None
+    # What runs, where, on what: the keys `service status` and deploy's health check read.
+    assert (state["model"], state["backend"], state["interpreter"], state["edgetpu_setting"]) == (
+        "model.tflite", "cpu", "ai_edge_litert", "auto")
+    assert state["resolution"] == "160x120" and str(colour_video) in state["source"]
+    assert isinstance(state["dropped"], int) and state["reopens"] == 0 and state["frames"] > 0
+    status = edgeclass("service", "status", "--state-file", tmp_path / "state.json")
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "  model model.tflite on the CPU (ai_edge_litert); edgetpu = auto\n" in status.stdout
+    assert f"  source {state['source']} at 160x120\n" in status.stdout
+    assert " reopens\n" in status.stdout and " dropped, " in status.stdout
 
     reload_cmd = unit["ExecReload"].replace("$MAINPID", str(svc.proc.pid))
     mark = len(svc.lines())
@@ -233,17 +88,17 @@ def test_sighup_swaps_bundles_through_current_and_keeps_the_old_one_on_garbage(
     garbage.write_bytes(os.urandom(4096))
     os.replace(garbage, bad / "model.tflite")  # a new file, as a copy tool writes it: hashes no longer match
     current = tmp_path / "current"
-    _switch(current, v1)
+    switch(current, v1)
     state_file = tmp_path / "state.json"
-    config = _config(tmp_path / "device.toml", model={"bundle": "current"}, source={"source": str(colour_video)},
+    config = write_config(tmp_path / "device.toml", model={"bundle": "current"}, source={"source": str(colour_video)},
                      output={"emit": "all", "stats_interval": 0},
                      service={"state_file": "state.json", "state_interval": 0.2})
     svc = service_factory(["--config", config, "--loop", "--realtime"])
     svc.wait_message("READY=1")
-    svc.wait_for(lambda: _state(state_file).get("bundle_path") == str(v1.resolve()), what="v1 in the state file")
+    svc.wait_for(lambda: read_state(state_file).get("bundle_path") == str(v1.resolve()), what="v1 in the state file")
 
     # 1. garbage (hash mismatch): refused, logged once, v1 keeps classifying.
-    _switch(current, bad)
+    switch(current, bad)
     mark = len(svc.lines())
     svc.proc.send_signal(signal.SIGHUP)
     reloading = svc.wait_message("RELOADING=1", after=mark)
@@ -255,22 +110,22 @@ def test_sighup_swaps_bundles_through_current_and_keeps_the_old_one_on_garbage(
     failures = [line for line in svc.err.read_text().splitlines() if "reload failed" in line]
     assert len(failures) == 1 and "bad/model.tflite: sha256 is" in failures[0] and str(v1.resolve()) in failures[0]
     assert any(line.startswith("STATUS=reload failed") for line in svc.lines()[reloading:])
-    state = svc.wait_for(lambda: (s := _state(state_file)).get("last_error") and s, what="last_error in state")
+    state = svc.wait_for(lambda: (s := read_state(state_file)).get("last_error") and s, what="last_error in state")
     assert state["bundle_path"] == str(v1.resolve()) and "reload failed" in state["last_error"]
 
     # 2. a different valid bundle (other input size and labels): swapped in without a restart.
-    _switch(current, v2)
+    switch(current, v2)
     mark = len(svc.lines())
     svc.proc.send_signal(signal.SIGHUP)
     svc.wait_message("READY=1", after=svc.wait_message("RELOADING=1", after=mark))
     svc.wait_for(lambda: any(r["label"] in FRENCH.values() for r in svc.results()), what="v2 results")
-    svc.wait_for(lambda: _state(state_file).get("bundle_path") == str(v2.resolve()), what="v2 in the state file")
-    assert _state(state_file)["last_error"] is None
+    svc.wait_for(lambda: read_state(state_file).get("bundle_path") == str(v2.resolve()), what="v2 in the state file")
+    assert read_state(state_file)["last_error"] is None
     svc.wait_for(lambda: len(svc.results()) > 10 + next(i for i, r in enumerate(svc.results()) if r["label"] in FRENCH.values()),
                  what="10 more results")
     labels = [r["label"] for r in svc.results()]
-    switch = next(i for i, label in enumerate(labels) if label in FRENCH.values())
-    assert set(labels[:switch]) <= set(COLOURS) and set(labels[switch:]) <= set(FRENCH.values())  # one clean switch
+    first_v2 = next(i for i, label in enumerate(labels) if label in FRENCH.values())
+    assert set(labels[:first_v2]) <= set(COLOURS) and set(labels[first_v2:]) <= set(FRENCH.values())  # one clean switch
     assert svc.proc.poll() is None
     svc.proc.send_signal(signal.SIGTERM)
     assert svc.proc.wait(10) == 0
@@ -300,24 +155,8 @@ def test_model_garbage_that_passes_the_hash_check_is_refused_by_the_interpreter(
     assert svc.proc.wait(10) == 0
 
 
-def _stalling_fifo(tmp_path: Path, video: Path, fraction: float = 0.6):
-    """A FIFO fed the first part of a real video; the writer then stops but keeps the pipe open."""
-    fifo = tmp_path / "camera.fifo"
-    os.mkfifo(fifo)
-    data = video.read_bytes()
-    fds: list[int] = []
-
-    def write():
-        fd = os.open(fifo, os.O_WRONLY)  # blocks until edgeclass opens the FIFO
-        fds.append(fd)
-        os.write(fd, data[: int(len(data) * fraction)])
-
-    threading.Thread(target=write, daemon=True).start()
-    return fifo, fds
-
-
 def test_source_that_stops_delivering_is_reopened_then_the_process_gives_up(service_factory, colour_video, colour_bundle, tmp_path):
-    fifo, fds = _stalling_fifo(tmp_path, colour_video)
+    fifo, fds = stalling_fifo(tmp_path, colour_video)
     try:
         svc = service_factory(["-b", colour_bundle, "-s", fifo, "-f", "jsonl", "--loop",
                                "--stall-timeout", "0.5", "--give-up-after", "3"])
@@ -343,8 +182,8 @@ def test_hung_source_stops_the_watchdog_pings(service_factory, colour_video, col
     grace (stall 0.5 + backoff 0.5 + 5 s) then runs out long before the give-up
     (60 s), so under systemd the watchdog would restart the service.
     """
-    fifo, fds = _stalling_fifo(tmp_path, colour_video)
-    config = _config(tmp_path / "device.toml", model={"bundle": str(colour_bundle)}, source={
+    fifo, fds = stalling_fifo(tmp_path, colour_video)
+    config = write_config(tmp_path / "device.toml", model={"bundle": str(colour_bundle)}, source={
         "source": str(fifo), "stall_timeout": 0.5, "reopen_backoff_max": 0.5, "give_up_after": 60.0},
         service={"state_file": "state.json"})
     try:

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edgeclass.device.errors import SourceError
+from edgeclass.device.errors import SourceError, SourceMissing
 from edgeclass.device.pipeline.sources import (
     PICAMERA2_MISSING,
     Frame,
@@ -28,6 +28,7 @@ from edgeclass.device.pipeline.sources import (
     Picamera2Camera,
     VideoFile,
     open_source,
+    redact,
 )
 
 from .conftest import write_video as write_bgr_video
@@ -116,11 +117,19 @@ def test_unreadable_video_file_is_a_source_error_naming_it(tmp_path, content):
 
 
 def test_missing_path_is_a_source_error_naming_it(tmp_path):
-    with pytest.raises(SourceError, match="nothere.mp4"):
+    # SourceMissing (not just SourceError): a run that waits for its source retries it.
+    with pytest.raises(SourceMissing, match="nothere.mp4"):
         open_source(str(tmp_path / "nothere.mp4"))
     # A file that disappears between choosing and opening the source.
-    with pytest.raises(SourceError, match=r"gone\.avi: no such file"):
+    with pytest.raises(SourceMissing, match=r"gone\.avi: no such file"):
         VideoFile(tmp_path / "gone.avi").open()
+    with pytest.raises(SourceMissing, match=r"gone: no such folder"):
+        ImageFolder(tmp_path / "gone").open()
+    # Present but unreadable is not "missing": it will not fix itself.
+    (tmp_path / "empty.avi").write_bytes(b"")
+    with pytest.raises(SourceError) as info:
+        open_source(tmp_path / "empty.avi").open()
+    assert not isinstance(info.value, SourceMissing)
 
 
 def test_truncated_video_ends_early_with_a_warning(tmp_path, clip, caplog):
@@ -229,6 +238,33 @@ def test_camera_that_does_not_exist_fails_fast_and_clearly(spec):
     source.close()
 
 
+@pytest.mark.parametrize("spec", [
+    "/dev/v4l/by-id/usb-Absent_Webcam_C270_0001-video-index0",
+    "/dev/v4l/by-path/platform-fd500000.pcie-pci-0000:01:00.0-usb-0:1.2:1.0-video-index0",
+    "/dev/edgeclass-camera",  # a udev SYMLINK+= name
+])
+def test_stable_camera_path_absent_at_boot_is_a_camera_not_a_missing_file(spec):
+    """By-id/by-path links exist only while the camera is plugged in: absent, they are still a camera."""
+    source = open_source(spec)
+    assert isinstance(source, OpenCVCamera) and source.live
+    with pytest.raises(SourceMissing, match=r"no such device \(is the camera plugged in"):
+        source.open()
+
+
+def test_dangling_symlink_into_dev_is_a_camera(tmp_path):
+    link = tmp_path / "front-door"
+    link.symlink_to("/dev/v4l/by-id/usb-Absent_Webcam_0002-video-index0")
+    source = open_source(link)
+    assert isinstance(source, OpenCVCamera) and source.live
+    with pytest.raises(SourceMissing, match="front-door: no such device"):
+        source.open()
+    # A link to a video that is not there yet is a missing source, to be waited for.
+    video_link = tmp_path / "clip-link"
+    video_link.symlink_to(tmp_path / "later.avi")
+    with pytest.raises(SourceMissing, match="clip-link"):
+        open_source(video_link)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -283,10 +319,21 @@ def test_picamera2_absent_gives_install_instructions(monkeypatch):
 
 
 class FakePicamera2:
-    """Stands in for picamera2.Picamera2: records calls, returns RGB888 (= B,G,R bytes) arrays."""
+    """Stands in for picamera2.Picamera2 (no Pi camera or libcamera can exist here).
 
+    It records the calls and hands out what libcamera would: the scene (left
+    half red, right half blue) packed in the configured format's documented
+    memory order (picamera2 manual: RGB888 [B, G, R], BGR888 [R, G, B],
+    XRGB8888 [B, G, R, 255], XBGR8888 [R, G, B, 255]), as a view of a buffer
+    whose rows are padded to a 64-byte stride, as picamera2's make_array returns it.
+    ``adjust_to`` plays libcamera adjusting the requested format.
+    """
+
+    ORDER = {"RGB888": (2, 1, 0), "BGR888": (0, 1, 2), "XRGB8888": (2, 1, 0, None), "XBGR8888": (0, 1, 2, None),
+             "YUV420": None}
     instances: list["FakePicamera2"] = []
     fail_with: Exception | None = None
+    adjust_to: str | None = None
 
     def __init__(self, camera_num=0):
         if FakePicamera2.fail_with is not None:
@@ -300,6 +347,8 @@ class FakePicamera2:
         return {"main": dict(main), "controls": dict(controls or {}), **kwargs}
 
     def configure(self, config):
+        if FakePicamera2.adjust_to is not None:
+            config = {**config, "main": {**config["main"], "format": FakePicamera2.adjust_to}}
         self.config = config
         self.camera_config = config
         self.calls.append("configure")
@@ -307,11 +356,23 @@ class FakePicamera2:
     def start(self):
         self.calls.append("start")
 
-    def capture_array(self, name="main"):
+    def scene(self) -> np.ndarray:
         w, h = self.config["main"]["size"]
-        array = np.empty((h, w, 3), np.uint8)
-        array[:] = (10, 20, 200)  # memory order B, G, R: a red scene
-        return array
+        rgb = np.empty((h, w, 3), np.uint8)
+        rgb[:, : w // 2] = (220, 30, 10)  # red
+        rgb[:, w // 2 :] = (10, 30, 220)  # blue
+        return rgb
+
+    def capture_array(self, name="main"):
+        rgb = self.scene()
+        h, w, _ = rgb.shape
+        order = self.ORDER[self.config["main"]["format"]]
+        packed = np.stack([rgb[:, :, c] if c is not None else np.full((h, w), 255, np.uint8) for c in order], axis=2)
+        row = w * len(order)
+        stride = -(-row // 64) * 64
+        buffer = np.zeros((h, stride), np.uint8)
+        buffer[:, :row] = packed.reshape(h, row)
+        return buffer[:, :row].reshape(h, w, len(order))
 
     def stop(self):
         self.calls.append("stop")
@@ -324,24 +385,53 @@ class FakePicamera2:
 def fake_picamera2(monkeypatch):
     module = types.ModuleType("picamera2")
     module.Picamera2 = FakePicamera2
-    FakePicamera2.instances, FakePicamera2.fail_with = [], None
+    FakePicamera2.instances, FakePicamera2.fail_with, FakePicamera2.adjust_to = [], None, None
     monkeypatch.setitem(sys.modules, "picamera2", module)
     return FakePicamera2
 
 
-def test_picamera2_configures_rgb888_and_converts_to_rgb(fake_picamera2):
-    source = open_source("picamera2:1", width=320, height=240, fps=20)
+def test_fake_picamera2_packs_pixels_in_libcamera_memory_order(fake_picamera2):
+    cam = FakePicamera2()
+    for fmt, red_pixel in [("RGB888", [10, 30, 220]), ("BGR888", [220, 30, 10]),
+                           ("XRGB8888", [10, 30, 220, 255]), ("XBGR8888", [220, 30, 10, 255])]:
+        cam.configure({"main": {"size": (330, 8), "format": fmt}})
+        array = cam.capture_array()
+        assert list(array[0, 0]) == red_pixel, fmt  # the bytes of the first (red) pixel, in memory order
+        assert not array.flags.c_contiguous  # 330 px rows padded to a 64-byte stride
+
+
+@pytest.mark.parametrize("fmt", ["RGB888", "XRGB8888", "BGR888", "XBGR8888"])
+def test_picamera2_frames_are_rgb_whatever_the_memory_order(fake_picamera2, fmt):
+    source = Picamera2Camera(1, width=330, height=240, fps=20, pixel_format=fmt)
     with source:
         cam = fake_picamera2.instances[-1]
         assert cam.camera_num == 1
-        assert cam.config["main"] == {"size": (320, 240), "format": "RGB888"}
+        assert cam.config["main"] == {"size": (330, 240), "format": fmt}
         assert cam.config["controls"]["FrameDurationLimits"] == (50_000, 50_000)
         assert cam.calls == ["configure", "start"]
         frame = source.read()
-        assert "picamera2 camera 1 (320x240" in source.description
-    assert frame.rgb.shape == (240, 320, 3) and frame.rgb.flags.c_contiguous
-    assert tuple(frame.rgb[0, 0]) == (200, 20, 10)  # red first
+        assert f"picamera2 camera 1 (330x240 {fmt}" in source.description
+    assert_rgb_frame(frame, h=240, w=330)
+    assert tuple(frame.rgb[0, 0]) == (220, 30, 10) and tuple(frame.rgb[0, -1]) == (10, 30, 220)
     assert cam.calls[-2:] == ["stop", "close"]
+
+
+def test_picamera2_follows_the_format_libcamera_configured(fake_picamera2):
+    """Asked for RGB888, the camera stack adjusts to XRGB8888: the frames must still be RGB."""
+    fake_picamera2.adjust_to = "XRGB8888"
+    with open_source("picamera2", width=64, height=48) as source:
+        frame = source.read()
+        assert "XRGB8888" in source.description
+    assert_rgb_frame(frame)
+
+
+def test_picamera2_unsupported_format_is_a_clear_error(fake_picamera2):
+    fake_picamera2.adjust_to = "YUV420"
+    with pytest.raises(SourceError, match=r"picamera2 camera 0: cannot start at 640x480 \(the camera delivers YUV420"):
+        open_source("picamera2").open()
+    assert fake_picamera2.instances[-1].calls == ["configure", "close"]
+    with pytest.raises(SourceError, match="picamera2 format 'NV12'"):
+        Picamera2Camera(pixel_format="NV12")
 
 
 def test_picamera2_default_size_and_open_failure(fake_picamera2):
@@ -351,3 +441,14 @@ def test_picamera2_default_size_and_open_failure(fake_picamera2):
     fake_picamera2.fail_with = RuntimeError("Camera __init__ sequence did not complete.")
     with pytest.raises(SourceError, match="picamera2 camera 0: cannot open"):
         open_source("picamera2").open()
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("rtsp://admin:hunter2@cam.local:554/stream1", "rtsp://***@cam.local:554/stream1"),
+    ("rtsp://admin:p@ss@10.0.0.7/live", "rtsp://***@10.0.0.7/live"),  # an unescaped @ in the password
+    ("stream http://u:p@h/x: cannot open; retrying rtsp://a:b@c/d", "stream http://***@h/x: cannot open; retrying rtsp://***@c/d"),
+    ("rtsp://cam.local/stream?user=x@y", "rtsp://cam.local/stream?user=x@y"),  # no user info: unchanged
+    ("/dev/v4l/by-id/usb-046d_C270-video-index0", "/dev/v4l/by-id/usb-046d_C270-video-index0"),
+])
+def test_redact_hides_url_user_and_password(text, expected):
+    assert redact(text) == expected

@@ -41,3 +41,27 @@ def test_first_observation_is_a_baseline_not_progress():
     live = Liveness(grace=10, now=0)
     live.observe(replace(QUIET, reopens=3, last_error="old"), 20)  # nothing to compare with yet
     assert not live.healthy(20)
+
+
+def test_failed_reopen_attempts_are_not_progress_while_a_reader_is_stuck():
+    """A reader blocked in the driver holds the device: the retries cannot succeed, so they must not feed the watchdog."""
+    live = Liveness(grace=10, now=0)
+    live.frame(0)
+    stuck = replace(QUIET, is_stalled=True, last_error="cam: no frame for 5.0 s", reopens=0, stuck_readers=1)
+    live.observe(stuck, 5)
+    for attempt in range(1, 20):  # a failed attempt (device busy) every second
+        live.observe(replace(stuck, reopens=attempt, last_error=f"cam: cannot open (busy) #{attempt}"), 5 + attempt)
+    assert live.healthy(10) and not live.healthy(10.1)
+    # The stuck reader returns at last (the driver timed out): retries count again.
+    live.observe(replace(stuck, reopens=21, stuck_readers=0), 30)
+    assert live.healthy(39)
+
+
+def test_frames_read_but_not_classified_are_progress():
+    """A dark scene at night: the camera delivers blank frames, which are skipped, not classified."""
+    live = Liveness(grace=10, now=0)
+    live.frame(0)
+    live.observe(QUIET, 0)
+    for t in range(1, 100):
+        live.observe(replace(QUIET, frames_read=10 + 15 * t, blank_skipped=15 * t), t)
+        assert live.healthy(t + 9.9)

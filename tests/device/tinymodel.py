@@ -1,4 +1,4 @@
-"""A real, tiny uint8 TFLite classifier written without TensorFlow.
+"""A real, tiny quantized TFLite classifier (uint8 or int8 I/O) written without TensorFlow.
 
 The device tests must run where only ``edgeclass[device]`` is installed, so
 they cannot build models with TensorFlow. This writes a genuine flatbuffer
@@ -6,7 +6,9 @@ with LiteRT's own schema bindings (shipped in ai-edge-litert): the
 interpreter loads and runs it like any converted model.
 
 The network: MEAN over height and width (the frame's average colour) ->
-FULLY_CONNECTED -> SOFTMAX, all uint8-quantized. Each class has a colour; a
+FULLY_CONNECTED -> SOFTMAX, all uint8-quantized, or all int8 with int8 input
+and output as ``convert --io int8`` makes them (input scale 1, zero point -128:
+the pixel byte minus 128). Each class has a colour; a
 frame is classified as the class whose colour it is closest to in direction,
 so a red frame scores "red" near 1.0. Small enough to reason about, real
 enough that a wrong preprocessing step (BGR instead of RGB, a bad crop)
@@ -55,27 +57,40 @@ def _opcode(code: int):
     return oc
 
 
-def build_colour_classifier(size: int = 32, labels: tuple[str, ...] = tuple(COLOURS), gain: float = 0.05) -> bytes:
-    """Flatbuffer bytes of a uint8 ``(1, size, size, 3) -> (1, len(labels))`` classifier."""
+def build_colour_classifier(size: int = 32, labels: tuple[str, ...] = tuple(COLOURS), gain: float = 0.05,
+                            io: str = "uint8") -> bytes:
+    """Flatbuffer bytes of a ``(1, size, size, 3) -> (1, len(labels))`` classifier with ``io`` (uint8/int8) tensors.
+
+    int8 follows TFLite's int8 rules: weights symmetric (zero point 0), the
+    softmax output at scale 1/256 with zero point -128.
+    """
+    if io not in ("uint8", "int8"):
+        raise ValueError(f"io must be uint8 or int8, got {io!r}")
     colours = np.array([COLOURS[label] for label in labels], dtype=np.float64)
     # logit_j = gain * (x . (c_j - mean colour of c_j)): zero-mean rows make the
     # answer depend on hue, not brightness.
     weights = gain * (colours - colours.mean(axis=1, keepdims=True)) / 255.0 * 3
     w_scale = np.abs(weights).max() / 127.0
-    w_q = np.clip(np.round(weights / w_scale) + 128, 0, 255).astype(np.uint8)
-    in_scale = 1.0  # the input is the raw pixel byte
+    in_scale = 1.0  # the input is the raw pixel byte (int8: the byte minus 128)
     logit_range = np.abs(weights).sum(axis=1).max() * 255 * 1.1
     fc_scale = 2 * logit_range / 255.0
     n = len(labels)
+    if io == "uint8":
+        t, offset = schema.TensorType.UINT8, 128  # uint8 stores q + 128 where int8 stores q
+        w_q = np.clip(np.round(weights / w_scale) + 128, 0, 255).astype(np.uint8)
+    else:
+        t, offset = schema.TensorType.INT8, 0
+        w_q = np.clip(np.round(weights / w_scale), -127, 127).astype(np.int8)
+    pixel_zero = 0 if io == "uint8" else -128
 
     tensors = [
-        _tensor("image", (1, size, size, 3), schema.TensorType.UINT8, 0, _quant(in_scale, 0)),
+        _tensor("image", (1, size, size, 3), t, 0, _quant(in_scale, pixel_zero)),
         _tensor("mean_axes", (2,), schema.TensorType.INT32, 1),
-        _tensor("mean_colour", (1, 3), schema.TensorType.UINT8, 0, _quant(in_scale, 0)),
-        _tensor("weights", (n, 3), schema.TensorType.UINT8, 2, _quant(w_scale, 128)),
+        _tensor("mean_colour", (1, 3), t, 0, _quant(in_scale, pixel_zero)),
+        _tensor("weights", (n, 3), t, 2, _quant(w_scale, offset)),
         _tensor("bias", (n,), schema.TensorType.INT32, 3, _quant(in_scale * w_scale, 0)),
-        _tensor("logits", (1, n), schema.TensorType.UINT8, 0, _quant(fc_scale, 128)),
-        _tensor("scores", (1, n), schema.TensorType.UINT8, 0, _quant(1.0 / 256.0, 0)),
+        _tensor("logits", (1, n), t, 0, _quant(fc_scale, offset)),
+        _tensor("scores", (1, n), t, 0, _quant(1.0 / 256.0, offset - 128)),
     ]
     buffers = [
         _buffer(),
@@ -122,11 +137,11 @@ def build_colour_classifier(size: int = 32, labels: tuple[str, ...] = tuple(COLO
     return bytes(builder.Output())
 
 
-def write_colour_classifier(directory: Path, size: int = 32) -> tuple[Path, Path]:
-    """Write ``colour.tflite`` and ``colour_labels.txt`` into ``directory``."""
+def write_colour_classifier(directory: Path, size: int = 32, io: str = "uint8") -> tuple[Path, Path]:
+    """Write ``colour.tflite`` (``colour_int8.tflite`` for int8 I/O) and ``colour_labels.txt`` into ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
-    model = directory / "colour.tflite"
+    model = directory / ("colour.tflite" if io == "uint8" else f"colour_{io}.tflite")
     labels = directory / "colour_labels.txt"
-    model.write_bytes(build_colour_classifier(size))
+    model.write_bytes(build_colour_classifier(size, io=io))
     labels.write_text("\n".join(COLOURS) + "\n")
     return model, labels

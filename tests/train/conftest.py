@@ -31,15 +31,26 @@ def shape_image(kind: str, rng: np.random.Generator, size: tuple[int, int] | Non
     return img
 
 
-def make_tree(root: Path, counts: dict[str, int], seed: int = 0) -> Path:
-    """``root/<class>/<i>.jpg`` with ``counts[class]`` generated images each."""
+def distinct_image(rng: np.random.Generator, size: tuple[int, int] = (96, 128)) -> np.ndarray:
+    """A BGR image of random smooth blobs: unlike ``shape_image``'s, no two are near-duplicates
+    (their perceptual hashes differ in about half their bits)."""
+    import cv2
+
+    coarse = rng.integers(0, 256, (6, 8, 3)).astype(np.uint8)
+    img = cv2.resize(coarse, (size[1], size[0]), interpolation=cv2.INTER_CUBIC).astype(np.float32)
+    return np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
+
+
+def make_tree(root: Path, counts: dict[str, int], seed: int = 0, distinct: bool = False) -> Path:
+    """``root/<class>/<i>.jpg`` with ``counts[class]`` generated images each (``distinct``: see :func:`distinct_image`)."""
     import cv2
 
     rng = np.random.default_rng(seed)
     for label, n in counts.items():
         (root / label).mkdir(parents=True, exist_ok=True)
         for i in range(n):
-            cv2.imwrite(str(root / label / f"{label}_{i:03d}.jpg"), shape_image(label, rng))
+            image = distinct_image(rng) if distinct else shape_image(label, rng)
+            cv2.imwrite(str(root / label / f"{label}_{i:03d}.jpg"), image)
     return root
 
 

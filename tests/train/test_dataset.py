@@ -14,8 +14,8 @@ from edgeclass.device.pipeline.images import load_image
 from edgeclass.device.bundle import ResizePolicy
 from edgeclass.device.pipeline.preprocess import resize_image
 from edgeclass.train.audit import build_audit
-from edgeclass.train.dataset import DatasetError, discover, scan
-from edgeclass.train.split import make_split
+from edgeclass.train.dataset import DatasetError, discover, handled_counts, scan
+from edgeclass.train.split import make_split, plan_split
 
 from ..conftest import run_edgeclass
 from .conftest import CLASSES, make_tree, shape_image
@@ -55,8 +55,9 @@ def test_audit_handles_and_reports_every_kind_of_file_without_touching_any(tree)
     before = _snapshot(tree)
     layout = discover(tree)
     records = scan(layout, workers=2)
-    split = make_split(layout, records, (0.8, 0.1, 0.1), 42)
-    audit = build_audit(layout, records, split)
+    plan = plan_split(layout, records, (0.8, 0.1, 0.1), 42)
+    split = plan.indices
+    audit = build_audit(layout, records, plan)
 
     assert _snapshot(tree) == before, "the scan must never modify, add or delete a file"
     assert audit["labels"] == list(CLASSES)
@@ -66,10 +67,14 @@ def test_audit_handles_and_reports_every_kind_of_file_without_touching_any(tree)
     assert audit["non_images"] == {"count": 1, "paths": ["circles/notes.txt"]}
     assert audit["outside_class_folders"] == {"count": 1, "paths": ["stray.jpg"]}
     assert audit["duplicates"]["groups"] == 2
-    assert [sorted(g["label"] for g in group) for group in audit["duplicates_with_different_labels"]] == [["squares", "stripes"]]
-    # 10 + 5 handled kinds + 1 copy; the two unreadable files are not counted.
+    conflicts = audit["duplicates_with_different_labels"]
+    assert [sorted(g["label"] for g in group) for group in conflicts["list"]] == [["squares", "stripes"]]
+    # 10 + 5 handled kinds + 1 copy; the two unreadable files are not counted, and the
+    # picture that is both a square and a stripe is left out of every split.
     assert audit["counts"]["circles"]["total"] == 16
-    assert audit["images"] == 16 + 11 + 10
+    assert audit["counts"]["squares"]["total"] == 10 and audit["counts"]["stripes"]["total"] == 9
+    assert audit["images"] == 16 + 10 + 9 and audit["readable"] == 16 + 11 + 10
+    assert not {"squares/mislabelled.jpg", "stripes/stripes_000.jpg"} & {records[i].item.rel for rows in split.values() for i in rows}
     assert audit["imbalance_ratio"] > 1
 
 
@@ -102,7 +107,7 @@ def test_split_is_stratified_seeded_and_keeps_duplicates_together(tmp_path):
     for label, n in (("a", 33), ("b", 20), ("c", 7)):
         per = {s: sum(records[i].item.label == label for i in rows) for s, rows in first.items()}
         assert sum(per.values()) == n and min(per.values()) >= 1, (label, per)
-    assert build_audit(layout, records, first)["leakage"]["groups"] == 0
+    assert build_audit(layout, records, plan_split(layout, records, (0.8, 0.1, 0.1), 7))["leakage"]["groups"] == 0
 
 
 def test_presplit_folders_are_kept_and_leakage_is_reported(tmp_path):
@@ -113,12 +118,13 @@ def test_presplit_folders_are_kept_and_leakage_is_reported(tmp_path):
     layout = discover(root)
     assert layout.presplit and layout.split_dirs == {"train": "train", "test": "test"}
     records = scan(layout, workers=2)
-    split = make_split(layout, records, (0.8, 0.1, 0.1), 0)
+    plan = plan_split(layout, records, (0.8, 0.1, 0.1), 0)
+    split = plan.indices
     assert {records[i].item.rel.split("/")[0] for i in split["test"]} == {"test"}
     # No val folder: val is carved from train, stratified.
     assert {records[i].item.label for i in split["val"]} == set(CLASSES)
     assert {records[i].item.rel.split("/")[0] for i in split["val"]} == {"train"}
-    audit = build_audit(layout, records, split)
+    audit = build_audit(layout, records, plan)
     assert audit["leakage"]["groups"] == 1
     assert {g["path"] for g in audit["leakage"]["list"][0]} == {"train/circles/circles_000.jpg", "test/circles/leaked.jpg"}
 
@@ -159,8 +165,9 @@ def test_check_only_prints_the_audit_and_writes_nothing(tree, tmp_path):
     before = set(tmp_path.rglob("*"))
     result = run_edgeclass("train", tree, "--check-only")
     assert result.returncode == 0, result.stderr
-    for text in ("circles", "readable images: 37", "truncated JPEG", "circles/corrupt.jpg", "1 file(s) not images",
-                 "exact duplicates: 2 group(s)", "same image, different labels", "handled by the decoder: 1 16-bit"):
+    for text in ("circles", "readable images: 37 (35 in the splits)", "truncated JPEG", "circles/corrupt.jpg",
+                 "1 file(s) not images", "exact duplicates: 2 group(s)", "excluded: 1 group(s) of the same picture under different labels",
+                 "squares/mislabelled.jpg (squares) = stripes/stripes_000.jpg (stripes)", "handled by the decoder: 1 16-bit"):
         assert text in result.stdout, text
     assert set(tmp_path.rglob("*")) == before
     assert "Traceback" not in result.stderr
@@ -173,3 +180,23 @@ def test_check_only_refusal_is_one_line_and_exit_2(tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "a classifier needs at least 2" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_jpeg_without_its_end_marker_is_kept_and_a_truncated_one_is_not(tree, shared_data):
+    """Some cameras and editors drop the final FFD9 marker: every pixel is still there, so the file is used
+    (and decoded by the device decoder too); a file cut short is skipped. Checked on real photos and generated ones."""
+    photos = sorted((shared_data / "flowers" / "roses").glob("*.jpg"))[:3] + sorted((tree / "squares").glob("*.jpg"))[:2]
+    for k, photo in enumerate(photos):
+        data = photo.read_bytes()
+        assert data.endswith(b"\xff\xd9")
+        (tree / "circles" / f"no_eoi_{k}.jpg").write_bytes(data[:-2])
+        (tree / "circles" / f"cut_{k}.jpg").write_bytes(data[: len(data) * 3 // 4])
+    layout = discover(tree)
+    records = {r.item.rel: r for r in scan(layout, workers=2)}
+    for k, photo in enumerate(photos):
+        kept = records[f"circles/no_eoi_{k}.jpg"]
+        assert kept.ok and kept.info.missing_eoi, kept
+        np.testing.assert_array_equal(load_image(tree / "circles" / f"no_eoi_{k}.jpg"), load_image(photo))
+        cut = records[f"circles/cut_{k}.jpg"]
+        assert not cut.ok and cut.error.startswith("truncated JPEG"), cut
+    assert handled_counts(list(records.values()))["no end-of-image marker"] == len(photos)

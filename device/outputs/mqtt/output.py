@@ -48,6 +48,8 @@ class MqttOutput(Output):
 
     name = "mqtt"
     sections = ("mqtt", "decision", "output")
+    # A reload closes the old session before this one starts (see replace_outputs).
+    one_at_a_time = True
 
     def __init__(self, link: "BrokerLink", topics: Topics, *, heartbeat: float = 10.0, diagnostics_interval: float = 60.0,
                  results_per_second: float = 0.0, discovery: list[tuple[str, dict]] = ()) -> None:
