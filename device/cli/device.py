@@ -87,6 +87,8 @@ def run(
     wait_for_source: bool = typer.Option(False, "--wait-for-source", help="Keep retrying a camera that is absent at start (default: fail at once; always on with --config)."),
     state_file: Optional[Path] = typer.Option(None, "--state-file", help="Write the health state file here (default: none, or \\[service] state_file with --config)."),
     save_uncertain: Optional[Path] = typer.Option(None, "--save-uncertain", help="Save frames whose top score is below \\[uncertain] threshold (0.3) into this folder, JPEG + JSON."),
+    mqtt: Optional[str] = typer.Option(None, "--mqtt", help="Publish to this MQTT broker, mqtt://HOST[:PORT] or mqtts://HOST[:PORT], with Home Assistant discovery (or \\[mqtt] url in --config; user and password only there)."),
+    mqtt_topic: Optional[str] = typer.Option(None, "--mqtt-topic", help="MQTT topic prefix (default edgeclass/<hostname>)."),
     http: Optional[str] = typer.Option(None, "--http", help="Serve the live page, API and /metrics on HOST:PORT (e.g. 127.0.0.1:8080; off by default). Any address but loopback needs --http-token-file."),
     http_token_file: Optional[Path] = typer.Option(None, "--http-token-file", help="File holding the access token for --http (\\[http] token_file)."),
     dataset: Optional[Path] = typer.Option(None, "--dataset", help="Dataset folder the live page's collect and review pages save into (\\[http] dataset)."),
@@ -120,6 +122,7 @@ def run(
                    "emit": emit and _choice(Emit, emit, "--emit").value, "stats_interval": stats_interval},
         "service": {"state_file": state_file and str(state_file)},
         "uncertain": {"dir": save_uncertain and str(save_uncertain)},
+        "mqtt": {"url": mqtt, "topic": mqtt_topic},
         "http": {"listen": http, "token_file": http_token_file and str(http_token_file), "dataset": dataset and str(dataset)},
     }
     summary = run_service(config, cli_values, limits=RunLimits(max_frames=max_frames, duration=duration))

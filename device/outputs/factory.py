@@ -14,6 +14,7 @@ from typing import Iterable
 
 from ..pipeline.loop import Output
 from .http import HttpOutput
+from .mqtt import MqttOutput
 from .stream import StreamOutput
 from .uncertain import UncertainSaver
 
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 REGISTRY: dict[str, type] = {
     "stream": StreamOutput,
     "uncertain": UncertainSaver,
+    "mqtt": MqttOutput,
     "http": HttpOutput,
 }
 
@@ -85,17 +87,24 @@ def replace_outputs(current: dict[str, Output], fresh: dict[str, Output], names:
     in_place = [name for name in reconfigurable(current, names) if name not in fresh]
     kept = {name for name in in_place if current[name].reconfigure(config)}
     names = [name for name in names if name not in kept]
+    # One at a time: an MQTT session (the old one's "offline" must come before
+    # the new one's "online"). Their start only queues work, so they go last,
+    # after every output whose start can refuse.
+    exclusive = [name for name in fresh if getattr(fresh[name], "one_at_a_time", False)]
     try:
-        for output in fresh.values():
-            output.start(run)
+        for name, output in fresh.items():
+            if name not in exclusive:
+                output.start(run)
+        for name in exclusive:
+            if name in current:
+                current[name].close()
+            fresh[name].start(run)
     except BaseException:
         close_outputs(fresh.values())
         raise
     result: dict[str, Output] = {}
     for name in REGISTRY:
         if name in names:
-            if name in current:
-                current[name].close()
             if name in fresh:
                 result[name] = fresh[name]
         elif name in current:

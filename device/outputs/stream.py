@@ -23,6 +23,7 @@ from ..pipeline.decide import Decision
 from ..pipeline.loop import Output, Runner
 from ..pipeline.sources import Frame
 from .config import OutputConfig
+from .figures import FpsMeter, run_figures
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class StreamOutput(Output):
             self._stream = sys.stdout
         self._run: Runner | None = None
         self._last_emit = -float("inf")
-        self._window = (time.monotonic(), 0)  # (start, frames) of the current statistics window
+        self._fps = FpsMeter(0, time.monotonic())
         self._next_stats: float | None = None
 
     @classmethod
@@ -114,7 +115,7 @@ class StreamOutput(Output):
     def start(self, run: Runner) -> None:
         self._run = run
         now = time.monotonic()
-        self._window = (now, run.stats.frames)
+        self._fps = FpsMeter(run.stats.frames, now)
         self._next_stats = now + self.stats_interval if self.stats_interval > 0 else None
 
     def write(self, frame: Frame, decision: Decision) -> None:
@@ -137,21 +138,8 @@ class StreamOutput(Output):
         return None
 
     def _stats_record(self, now: float) -> dict:
-        st = self._run.stats
-        start, frames = self._window
-        fps = (st.frames - frames) / (now - start) if now > start else 0.0
-        self._window = (now, st.frames)
-        grabber = self._run.grabber_stats()
-        return {
-            "event": "stats",
-            "time": iso_time(time.time()),
-            "fps": round(fps, 2),
-            "latency_ms_p50": round(st.percentile(st.latencies_ms, 50), 2),
-            "latency_ms_p95": round(st.percentile(st.latencies_ms, 95), 2),
-            "frames": st.frames,
-            "dropped": grabber.dropped if grabber else 0,
-            "reopens": grabber.reopens if grabber else 0,
-        }
+        figures = run_figures(self._run, self._fps.read(self._run.stats.frames, now))
+        return {"event": "stats", "time": iso_time(time.time()), **figures}
 
     def _line(self, line: str) -> None:
         try:

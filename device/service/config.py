@@ -3,7 +3,8 @@
 One frozen dataclass per TOML section, each declared by the room that uses
 it (``[model]``, ``[source]``, ``[decision]`` in
 :mod:`edgeclass.device.pipeline.config`; ``[output]``, ``[uncertain]`` in
-:mod:`edgeclass.device.outputs.config`; ``[http]`` in
+:mod:`edgeclass.device.outputs.config`; ``[mqtt]`` in
+:mod:`edgeclass.device.outputs.mqtt.config`; ``[http]`` in
 :mod:`edgeclass.device.outputs.http.config`; ``[service]`` here), gathered in
 :class:`DeviceConfig`. The dataclass fields *are* the schema: each carries
 its checker (:mod:`edgeclass.device.settings`), so a key exists, has a
@@ -40,6 +41,7 @@ else:  # pragma: no cover - Python 3.10 (pyproject installs tomli there)
 from ..errors import EdgeclassError
 from ..outputs.config import OutputConfig, UncertainConfig
 from ..outputs.http.config import HttpConfig
+from ..outputs.mqtt.config import MqttConfig
 from ..pipeline.config import DecisionConfig, ModelConfig, SourceConfig
 from ..pipeline.sources import redact
 from ..settings import Invalid, number, path, setting
@@ -77,6 +79,7 @@ class DeviceConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
     uncertain: UncertainConfig = field(default_factory=UncertainConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:

@@ -98,7 +98,7 @@ def test_integer_camera_index_accepted(tmp_path):
     ("[source]\nstall_timeout = 0\n", ":2: [source] stall_timeout = 0 must be greater than 0 seconds"),
     ("[source]\nfps = -1\n", ":2: [source] fps = -1 must be greater than 0"),
     ('[output]\nformat = "csv"\n', ':2: [output] format = "csv" must be one of "jsonl", "human"'),
-    ("[ouptut]\nformat = 'jsonl'\n", ":1: unknown section [ouptut] (did you mean 'output'? sections: model, source, decision, output, service, uncertain, http)"),
+    ("[ouptut]\nformat = 'jsonl'\n", ":1: unknown section [ouptut] (did you mean 'output'? sections: model, source, decision, output, service, uncertain, mqtt, http)"),
     ("threshold = 0.5\n", ":1: threshold is outside any section; put it under [decision]"),
     ("decision.threshold = 2\n", ":1: [decision] threshold = 2 must be between 0 and 1"),
     ("decision = 3\n", ":1: decision must be a [decision] table of settings, got 3"),
