@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from ..conftest import run_edgeclass
-from .test_service_run import _config, _stalling_fifo, _state, service_factory  # noqa: F401 (a fixture)
+from .service_process import read_state, service_factory, stalling_fifo, write_config  # noqa: F401 (a fixture)
 
 
 def _edgeclass_popen(args, cwd: Path) -> subprocess.Popen:
@@ -36,7 +36,7 @@ def test_source_link_absent_at_start_is_waited_for(colour_bundle, colour_video, 
     """A by-id style symlink made 1.5 s after start: waited for, then every frame classified."""
     link = tmp_path / "v4l" / "by-id" / "usb-Test_Camera_0001-video-index0"
     if how == "--config":
-        args = ["--config", _config(tmp_path / "device.toml", model={"bundle": str(colour_bundle)},
+        args = ["--config", write_config(tmp_path / "device.toml", model={"bundle": str(colour_bundle)},
                                     source={"source": str(link)}, output={"emit": "all"},
                                     service={"state_file": "state.json"})]
     else:
@@ -89,8 +89,8 @@ def test_reader_stuck_holding_the_device_stops_the_watchdog_within_the_grace(
     (6.5 s here), long before the give-up (120 s); systemd then restarts the
     service ``WatchdogSec`` later.
     """
-    fifo, fds = _stalling_fifo(tmp_path, colour_video)
-    config = _config(tmp_path / "device.toml", model={"bundle": str(colour_bundle)}, source={
+    fifo, fds = stalling_fifo(tmp_path, colour_video)
+    config = write_config(tmp_path / "device.toml", model={"bundle": str(colour_bundle)}, source={
         "source": str(fifo), "stall_timeout": 0.5, "reopen_backoff_max": 1.0, "give_up_after": 120.0},
         output={"emit": "all"}, service={"state_file": "state.json"})
     grace = 0.5 + 1.0 + 5.0
@@ -120,11 +120,11 @@ def test_shipped_settings_restart_a_stuck_reader_within_about_a_minute():
     from edgeclass.device.service.config import build, read_config_file
     from edgeclass.device.service.supervise import Liveness
 
-    from .test_service_run import SHIPPED, _unit_settings
+    from .service_process import SHIPPED, unit_settings
 
     source = build(read_config_file(SHIPPED)).source
     grace = Liveness.for_options(source.stall_timeout, source.reopen_backoff_max, now=0).grace
-    assert grace + float(_unit_settings()["WatchdogSec"]) <= 75
+    assert grace + float(unit_settings()["WatchdogSec"]) <= 75
 
 
 # -- night: dark and blank pictures -------------------------------------------------
@@ -139,7 +139,7 @@ def test_dark_night_does_not_restart_the_service_by_default(service_factory, col
         return noisy(14, seed=i) if i < 15 else noisy(1, seed=0)  # noisy(1): all zeros
 
     with MJPEGCamera(night, fps=30) as camera:
-        config = _config(tmp_path / "device.toml", model={"bundle": str(colour_bundle)}, source={
+        config = write_config(tmp_path / "device.toml", model={"bundle": str(colour_bundle)}, source={
             "source": camera.url, "stall_timeout": 0.3, "reopen_backoff_max": 0.5, "give_up_after": 0.6,
             "frozen_after": 0.5}, output={"emit": "all"}, service={"state_file": "state.json", "state_interval": 0.2})
         svc = service_factory(["--config", config], watchdog_usec=1_000_000)
@@ -154,7 +154,7 @@ def test_dark_night_does_not_restart_the_service_by_default(service_factory, col
         err = svc.err.read_text()
         assert "reopen" not in err and "giving up" not in err and "stopping watchdog" not in err
         assert 1 <= len(svc.results()) <= 15
-        assert _state(tmp_path / "state.json").get("last_error") is None
+        assert read_state(tmp_path / "state.json").get("last_error") is None
         svc.proc.send_signal(signal.SIGTERM)
         assert svc.proc.wait(10) == 0
 
@@ -223,7 +223,7 @@ def test_camera_url_credentials_never_appear_in_logs_status_state_or_sidecars(se
 
     with MJPEGCamera(lambda i: noisy(255, seed=i), fps=30, auth=("viewer", SECRET)) as camera:
         uncertain = tmp_path / "uncertain"
-        config = _config(tmp_path / "device.toml", model={"bundle": str(colour_bundle)},
+        config = write_config(tmp_path / "device.toml", model={"bundle": str(colour_bundle)},
                          source={"source": camera.url}, output={"emit": "all", "stats_interval": 0.5},
                          service={"state_file": "state.json", "state_interval": 0.2},
                          uncertain={"dir": str(uncertain), "threshold": 0.99, "max_per_minute": 600})
@@ -231,7 +231,7 @@ def test_camera_url_credentials_never_appear_in_logs_status_state_or_sidecars(se
         svc = service_factory(["--config", config, "--summary-json", summary], options=("-v",))
         svc.wait_message("READY=1")
         svc.wait_for(lambda: len(list(uncertain.glob("*.json"))) >= 3, what="uncertain frames saved")
-        svc.wait_for(lambda: _state(tmp_path / "state.json").get("frames"), what="the state file")
+        svc.wait_for(lambda: read_state(tmp_path / "state.json").get("frames"), what="the state file")
         svc.wait_for(lambda: any(" fps, " in line for line in svc.lines("STATUS=")), what="a STATUS with fps")
         svc.proc.send_signal(signal.SIGHUP)  # a reload logs what is running now
         svc.wait_for(lambda: "reloaded" in svc.err.read_text(), what="the reload")
