@@ -20,7 +20,7 @@ from typing import IO
 
 from ..errors import EdgeclassError, printable
 from ..pipeline.decide import Decision
-from ..pipeline.loop import Output, Runner
+from ..pipeline.loop import Output, Runner, StatusHook
 from ..pipeline.sources import Frame
 from .config import OutputConfig
 from .figures import FpsMeter, run_figures
@@ -78,7 +78,7 @@ def format_human(record: dict) -> str:
 FORMATTERS = {OutputFormat.JSONL: format_json, OutputFormat.HUMAN: format_human}
 
 
-class StreamOutput(Output):
+class StreamOutput(Output, StatusHook):
     """Result and statistics records as lines on stdout or appended to a file."""
 
     name = "stream"
@@ -114,6 +114,7 @@ class StreamOutput(Output):
 
     def start(self, run: Runner) -> None:
         self._run = run
+        run.add_status_hook(self)  # results_lost in the state file and /api/status
         now = time.monotonic()
         self._fps = FpsMeter(run.stats.frames, now)
         self._next_stats = now + self.stats_interval if self.stats_interval > 0 else None
@@ -127,6 +128,13 @@ class StreamOutput(Output):
         if self._next_stats is not None and now >= self._next_stats:
             self._next_stats = now + self.stats_interval
             self._line(self.format(self._stats_record(now)))
+
+    def status(self) -> dict:
+        """The run's status keys from this output: how many result lines could not be written."""
+        return {"results_lost": self.write_errors}
+
+    def healthy(self, now: float) -> None:
+        return None  # lost results do not make the classifier unhealthy
 
     def _event(self, decision: Decision, since_emit: float) -> str | None:
         if self.emit is Emit.ALL:

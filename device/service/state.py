@@ -17,7 +17,9 @@ whether the service really switched to the release it just installed;
 classified the latest frame, ``edgetpu_setting`` what ``[model] edgetpu``
 asks for, so a deploy can tell a Coral that is configured but not in use.
 ``source`` never carries URL credentials; ``resolution`` is the size of the
-frames actually received (null before the first). ``status`` is the line
+frames actually received (null before the first). ``results_lost`` counts
+the result lines the results file could not take (a full disk: the run goes
+on, see :class:`~edgeclass.device.outputs.stream.StreamOutput`). ``status`` is the line
 ``systemctl status`` shows (``waiting for camera: ...``,
 ``waiting for a bundle: ...``). Extra keys are allowed and shown by
 ``service status``.
@@ -41,7 +43,7 @@ DEFAULT_STATE_FILE = Path("/run/edgeclass/state.json")
 # Keys the run loop writes; write_state does not insist on them (a starting
 # service may not know its fps yet).
 KEYS = ("pid", "started_at", "updated_at", "status", "fps", "label", "frames", "dropped", "reopens", "last_error",
-        "bundle_name", "bundle_path", "model", "backend", "interpreter", "edgetpu_setting", "source", "resolution")
+        "bundle_name", "bundle_path", "model", "backend", "interpreter", "edgetpu_setting", "source", "resolution", "results_lost")
 
 
 class StateError(EdgeclassError):

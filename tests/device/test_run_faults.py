@@ -271,3 +271,19 @@ def test_camera_url_credentials_never_appear_in_config_errors(colour_bundle, tmp
     last = result.stderr.strip().splitlines()[-1]
     assert "device.toml:5: [source] stall_timeout = \"rtsp://***@192.0.2.7/live\" must be" in last
     _no_secret_anywhere({"stderr": result.stderr, "stdout": result.stdout})
+
+
+# -- a full disk under the results file ----------------------------------------------
+
+def test_a_full_disk_under_the_results_file_is_counted_and_the_run_goes_on(colour_bundle, colour_video, tmp_path):
+    """/dev/full answers every write with ENOSPC, as a full SD card does: one warning, lost lines counted."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full on this system")
+    state = tmp_path / "state.json"
+    result = run_edgeclass("run", "-b", colour_bundle, "-s", colour_video, "-o", "/dev/full", "-f", "jsonl",
+                           "--max-frames", "30", "--state-file", state)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "cannot write results" in line]
+    assert len(warnings) == 1 and "/dev/full" in warnings[0] and "No space left on device" in warnings[0], result.stderr
+    assert "30 frames in" in result.stderr  # every frame was classified
+    assert json.loads(state.read_text())["results_lost"] >= 1
