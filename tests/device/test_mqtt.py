@@ -121,7 +121,7 @@ def test_state_availability_and_discovery_are_retained_for_late_subscribers(brok
     diagnostics = _latest(after, f"{PREFIX}/diagnostics")
     assert state.retain and state.json()["label"] == "green"
     diag = diagnostics.json()
-    assert diagnostics.retain and diag["fps"] > 0 and diag["backend"] and diag["bundle"] == "bundle"
+    assert diagnostics.retain and diag["fps"] > 0 and diag["backend"] == "cpu" and diag["interpreter"] and diag["bundle"] == "bundle"
     assert {"latency_ms_p95", "uncertain_rate", "mean_top_score", "confidence_dropped"} <= set(diag)
 
     configs = {m.topic: m for m in after.messages if m.topic.startswith("homeassistant/")}

@@ -64,7 +64,9 @@ def diagnostics_record(run: Runner, fps: float, now: float, mqtt_dropped: int = 
     return {
         "time": iso_time(time.time()),
         **run_figures(run, fps),
-        "backend": classifier.backend,
+        # The same names as the state file and /api/status: where it runs, and which interpreter.
+        "backend": "edgetpu" if classifier.on_edgetpu else "cpu",
+        "interpreter": classifier.backend,
         "edgetpu": bool(classifier.on_edgetpu),
         "bundle": run.bundle.name,
         "uncertain_rate": monitor["uncertain_rate"],
