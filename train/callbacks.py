@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 
 import numpy as np
+
+from edgeclass.device.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +33,7 @@ def read_state(ckpt_dir: Path) -> dict | None:
 
 def write_state(ckpt_dir: Path, state: dict) -> None:
     """Replace ``state.json`` atomically (a reader sees the old or the new file, never half)."""
-    tmp = ckpt_dir / (STATE + ".tmp")
-    tmp.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, ckpt_dir / STATE)
+    atomic_write(ckpt_dir / STATE, json.dumps(state, indent=2) + "\n")
 
 
 def save_optimizer(optimizer, path: Path) -> None:

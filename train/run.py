@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeclass.device.errors import EdgeclassError
+from edgeclass.device.files import atomic_write
 
 from . import rundir
 from .audit import build_audit, class_weights, print_audit
@@ -122,9 +123,7 @@ def _prepare_out(out: Path, data_dir: Path, resume: bool, force: bool) -> None:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=2) + "\n")
 
 
 def _scan_to_cache(layout: Layout, config: TrainConfig, ckpt: Path, resume: bool) -> tuple[list[Record], np.ndarray]:
