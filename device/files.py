@@ -1,7 +1,8 @@
 """Writing files so that a reader, a crash or a power cut never sees half of one.
 
-Every stage writes through :func:`atomic_write`: the bundle writer, releases on
-the device, the service's state file, saved frames, reports. The data goes to
+The stages write through :func:`atomic_write` what others read while it may
+change: the bundle writer, releases on the device, the service's state file,
+saved frames, the trainer's run files and checkpoint state. The data goes to
 a temporary file in the same directory (same filesystem, so the final rename
 is atomic), is optionally flushed to the storage, and is renamed over the
 target: a reader sees the old file or the new one, never a mix.
