@@ -287,3 +287,32 @@ def test_a_full_disk_under_the_results_file_is_counted_and_the_run_goes_on(colou
     assert len(warnings) == 1 and "/dev/full" in warnings[0] and "No space left on device" in warnings[0], result.stderr
     assert "30 frames in" in result.stderr  # every frame was classified
     assert json.loads(state.read_text())["results_lost"] >= 1
+
+
+# -- the wall clock jumps (NTP at boot on a Pi without a real-time clock) -------------
+
+def test_latencies_ignore_a_wall_clock_that_jumps_back(colour_bundle, colour_video, monkeypatch):
+    """A Pi has no RTC: NTP may set the clock back by hours mid-run. Latencies must not notice."""
+    from edgeclass.device.bundle import load_bundle
+    from edgeclass.device.pipeline.classifier import open_classifier
+    from edgeclass.device.pipeline.config import SourceConfig
+    from edgeclass.device.pipeline.loop import Output, RunLimits, Runner
+
+    real_time = time.time
+    seen: list = []
+
+    class JumpingClock(Output):
+        def write(self, frame, decision):
+            seen.append(decision)
+            if len(seen) == 5:  # from now on the wall clock is an hour behind
+                monkeypatch.setattr(time, "time", lambda: real_time() - 3600)
+
+    bundle = load_bundle(colour_bundle)
+    runner = Runner(bundle, open_classifier(bundle), SourceConfig(source=str(colour_video)),
+                    outputs=[JumpingClock()], limits=RunLimits(max_frames=20))
+    summary = runner.run()
+    assert summary["frames"] == 20 and len(seen) == 20
+    assert seen[10].time < seen[0].time  # the jump really happened (decision times are wall-clock times)
+    latencies = [d.latency_ms for d in seen]
+    assert all(0 <= ms < 10_000 for ms in latencies), latencies
+    assert 0 <= summary["latency_ms_p95"] < 10_000
