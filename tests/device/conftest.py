@@ -28,11 +28,11 @@ def coral_bundle(shared_data, tmp_path_factory) -> Path:
     return create_bundle_from_model(coral / "mobilenet_v2_1.0_224_quant.tflite", coral / "imagenet_labels.txt", out)
 
 
-def colour_frame(name: str, height: int = 120, width: int = 160, seed: int = 0) -> np.ndarray:
-    """An RGB frame of one class colour with texture noise (never uniform, so never 'blank')."""
+def colour_frame(name: str | tuple[int, int, int], height: int = 120, width: int = 160, seed: int = 0) -> np.ndarray:
+    """An RGB frame of one class colour (or of any RGB triple) with texture noise (never uniform, so never 'blank')."""
     rng = np.random.default_rng(seed)
     frame = np.empty((height, width, 3), np.uint8)
-    frame[:] = COLOURS[name]
+    frame[:] = COLOURS[name] if isinstance(name, str) else name
     noise = rng.integers(-30, 30, frame.shape)
     return np.clip(frame.astype(int) + noise, 0, 255).astype(np.uint8)
 

@@ -15,6 +15,7 @@ from typing import NamedTuple
 from edgeclass.device.outputs.http import HttpOutput
 from edgeclass.device.pipeline.config import SourceConfig
 from edgeclass.device.pipeline.loop import CaptureLoop, Runner
+from edgeclass.device.pipeline.monitor import Monitor
 from edgeclass.device.pipeline.verify import verify_bundle
 
 from .conftest import colour_frame, write_video
@@ -62,6 +63,15 @@ def colour_cycle_video(path: Path, per_colour: int = 10, cycles: int = 1, size=(
     return write_video(path, frames)
 
 
+GREY = (128, 128, 128)  # no class's hue: the colour model spreads its score over all three (about 1/3 each)
+
+
+def scene_change_video(path: Path, phases: list[tuple[str | tuple[int, int, int], float]], fps: float = 10.0) -> Path:
+    """A video of ``(colour, seconds)`` phases at ``fps``: e.g. red (the model is sure) then grey (it is not)."""
+    frames = [colour_frame(colour, seed=i) for colour, seconds in phases for i in range(round(seconds * fps))]
+    return write_video(path, frames, fps=fps)
+
+
 def wait_for(predicate, timeout: float = 10.0, every: float = 0.02):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -79,15 +89,24 @@ class Served(NamedTuple):
 
 
 @contextmanager
-def serving(video: Path, bundle: Path | None = None, *, fps: float | None = None, hooks=(), **http_options):
-    """The frame loop on ``video`` (looping, paced like a camera) with an HTTP output on a free port."""
+def serving(video: Path, bundle: Path | None = None, *, fps: float | None = None, hooks=(), outputs=(),
+            monitor_window: float | None = None, **http_options):
+    """The frame loop on ``video`` (looping, paced like a camera) with an HTTP output on a free port.
+
+    ``outputs`` run beside the HTTP output; ``monitor_window`` (seconds) shortens
+    the monitor's rolling window (10 minutes in the field) so a test sees its
+    baseline and a confidence drop within seconds.
+    """
     http = HttpOutput("127.0.0.1:0", **http_options)
     source = SourceConfig(source=str(video), loop=True, realtime=True, fps=fps)
     if bundle is not None:
         loaded, classifier, _ = verify_bundle(bundle)
-        loop = Runner(loaded, classifier, source, outputs=[http])
+        loop = Runner(loaded, classifier, source, outputs=[http, *outputs])
+        if monitor_window is not None:
+            loop.monitor = Monitor(loaded.labels, window=monitor_window, uncertain_below=loop.monitor.uncertain_below,
+                                   drop=loop.monitor.drop)
     else:
-        loop = CaptureLoop(source, outputs=[http])
+        loop = CaptureLoop(source, outputs=[http, *outputs])
     for hook in hooks:
         loop.add_status_hook(hook)
     thread = threading.Thread(target=loop.run, name="test-loop", daemon=True)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from .cdp import chromium, chromium_path
-from .http_helpers import colour_cycle_video, serving, wait_for
+from .http_helpers import GREY, colour_cycle_video, scene_change_video, serving, wait_for
 from .test_review import _saved
 
 pytestmark = pytest.mark.skipif(chromium_path() is None, reason="needs Debian's chromium (apt-get install chromium)")
@@ -56,6 +56,31 @@ def test_live_page_shows_the_camera_and_the_label_follows_the_scene(colour_bundl
         fps = page.wait_for("parseFloat(document.getElementById('fps').textContent) > 0 && "
                             "document.getElementById('fps').textContent")
         assert 10 < float(fps) < 60
+        _stayed_home(page, s.url)
+
+
+def test_live_page_raises_and_clears_the_confidence_alarm(colour_bundle, tmp_path):
+    """Red (the model is sure), grey (unsure: the scene changed), red again, with a 2 s monitor window.
+
+    The page loads with the alarm hidden; the script shows it while grey
+    fills the window and hides it once the deployed scene is back, without
+    reloading. The grey and red phases outlast the script's 5 s poll.
+    """
+    video = scene_change_video(tmp_path / "scene.avi", [("red", 4.0), (GREY, 8.0), ("red", 12.0)], fps=10.0)
+    alarm = "document.getElementById('alarm')"
+    shown = f"!{alarm}.hidden && {alarm}.getBoundingClientRect().height > 0"
+    with chromium() as page, serving(video, colour_bundle, monitor_window=2.0) as s:  # the browser is up first
+        page.open(s.url + "/")
+        assert not s.loop.monitor.snapshot(time.monotonic())["confidence_dropped"], "the page loaded after the change"
+        assert page.evaluate(f"{alarm}.hidden") is True  # the first HTML: the model is sure of the deployed scene
+        page.wait_for(shown, timeout=30)
+        assert "confidence has dropped" in page.evaluate(f"{alarm}.textContent")
+        baseline = s.loop.monitor.snapshot(time.monotonic())["baseline_top_score"]
+        assert baseline > 0.95  # the first window was the red scene
+        # The figure shown beside the alarm is below the baseline by more than the monitor's drop (0.15).
+        assert float(page.evaluate("document.getElementById('mean-top').textContent")) < baseline - 0.15 + 0.01
+        page.wait_for(f"{alarm}.hidden", timeout=30)  # red again: the confidence is back, the alarm goes away
+        assert float(page.evaluate("document.getElementById('mean-top').textContent")) > baseline - 0.15 - 0.01
         _stayed_home(page, s.url)
 
 
