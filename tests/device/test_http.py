@@ -11,12 +11,15 @@ import numpy as np
 import pytest
 
 from edgeclass.device.outputs.http.access import Access, AccessError, access_for, parse_listen, read_token
+from edgeclass.device.bundle import load_bundle, write_bundle
 from edgeclass.device.pipeline.loop import StatusHook
-from edgeclass.device.pipeline.preprocess import crop_box
+from edgeclass.device.pipeline.preprocess import Preprocessor, crop_box
+from edgeclass.device.pipeline.verify import verify_bundle
 from edgeclass.device.service.supervise import Liveness, Supervisor
 from edgeclass.device.service.systemd import Watchdog
 
-from .http_helpers import colour_cycle_video, free_port, request, serving, wait_for
+from .conftest import colour_frame
+from .http_helpers import GREY, colour_cycle_video, free_port, request, scene_change_video, serving, wait_for
 
 TOKEN = "s3cret-token-for-the-tests-0123456789"
 
@@ -199,21 +202,79 @@ def test_metrics_are_valid_prometheus_text(colour_bundle, cycle_video):
         assert "edgeclass_mqtt_connected" not in families  # no MQTT output in this run
 
 
-def test_metrics_report_mqtt_connected_from_the_output_named_mqtt(colour_bundle, cycle_video):
+def _top_score(bundle, frame) -> float:
+    """The model's top score for one frame, through the device's own preprocessing and interpreter."""
+    loaded, classifier, _ = verify_bundle(bundle)
+    return float(classifier.scores(Preprocessor(loaded.input)(frame)).max())
+
+
+def _monitor_metrics(url: str) -> dict:
     from prometheus_client.parser import text_string_to_metric_families
 
-    class Mqtt:  # stands in for the MQTT output: only its name and `connected` are read
-        name, connected = "mqtt", True
+    families = {f.name: f for f in text_string_to_metric_families(request(url + "/metrics").text)}
+    return {
+        "dropped": families["edgeclass_confidence_dropped"].samples[0].value,
+        "mean_top": families["edgeclass_mean_top_score"].samples[0].value,
+        "uncertain": families["edgeclass_uncertain_ratio"].samples[0].value,
+        "rates": {x.labels["label"]: x.value for x in families["edgeclass_label_rate_per_minute"].samples},
+    }
 
-        def start(self, run): ...
-        def write(self, frame, decision): ...
-        def idle(self): ...
-        def close(self): ...
 
-    with serving(cycle_video, colour_bundle) as s:
-        s.loop.outputs.append(Mqtt())
-        families = {f.name: f for f in text_string_to_metric_families(request(s.url + "/metrics").text)}
-        assert families["edgeclass_mqtt_connected"].samples[0].value == 1
+def test_metrics_and_first_html_raise_the_confidence_alarm_when_the_scene_changes(colour_bundle, tmp_path):
+    """Red for 3 s (the model is sure), then grey (no class's hue: it is unsure), with a 2 s monitor window.
+
+    The first full window (red) is the baseline; once grey fills the window the
+    mean top score has fallen far below it, and /metrics and the page say so.
+    """
+    video = scene_change_video(tmp_path / "scene.avi", [("red", 3.0), (GREY, 8.0)], fps=10.0)
+    red, grey = _top_score(colour_bundle, colour_frame("red")), _top_score(colour_bundle, colour_frame(GREY))
+    assert red > 0.95 and grey < 0.4  # the two scenes really are sure and unsure for this model
+    with serving(video, colour_bundle, monitor_window=2.0) as s:
+        before = _monitor_metrics(s.url)
+        assert before["dropped"] == 0 and abs(before["mean_top"] - red) < 0.02 and before["uncertain"] == 0.0
+        assert set(before["rates"]) == {"red"} and before["rates"]["red"] > 0
+        assert '<p id="alarm" class="alarm" hidden>' in request(s.url + "/").text
+
+        def grey_window():
+            m = _monitor_metrics(s.url)
+            return m if m["dropped"] == 1 and set(m["rates"]) == {"unknown"} else None
+
+        after = wait_for(grey_window, timeout=30, every=0.2)
+
+        def same_window():  # /metrics between two readings of the monitor that saw the same frames
+            first = request(s.url + "/api/monitor").json()
+            m = _monitor_metrics(s.url)
+            second = request(s.url + "/api/monitor").json()
+            same = first["frames_in_window"] == second["frames_in_window"] and set(m["rates"]) == {"unknown"}
+            return (m, second) if same else None
+
+        during, monitor = wait_for(same_window, timeout=10, every=0.05)
+        html = request(s.url + "/").text
+    assert abs(monitor["baseline_top_score"] - red) < 0.02  # the baseline is the red scene
+    assert abs(after["mean_top"] - grey) < 0.02 and after["uncertain"] == 1.0
+    # Decisions per minute over the window: every frame in the 2 s window was "unknown".
+    assert during["rates"]["unknown"] == round(monitor["frames_in_window"] * 60 / 2.0, 2)
+    assert 0 < monitor["frames_in_window"] <= 2.0 * 10 + 1  # no more than the video's 10 fps fill a window
+    assert '<p id="alarm" class="alarm">The model\'s confidence has dropped' in html  # right without JavaScript
+
+
+def test_live_page_shows_the_bundles_accuracy(colour_bundle, cycle_video, tmp_path):
+    """A bundle whose bundle.json carries the metrics section ``edgeclass convert`` writes (see convert/compare.py)."""
+    loaded = load_bundle(colour_bundle)
+    metrics = {"int8_accuracy": 0.931034, "float_accuracy": 0.944828, "agreement": 0.972414, "drop_pp": 1.379,
+               "compared": "int8 TFLite vs float Keras", "split": "test", "test_images": 145}
+    measured = write_bundle(tmp_path / "measured", model=colour_bundle / "model.tflite", labels=list(loaded.labels),
+                            input_spec=loaded.input, output_spec=loaded.output, name="colours", metrics=metrics)
+    float_only = write_bundle(tmp_path / "float", model=colour_bundle / "model.tflite", labels=list(loaded.labels),
+                              input_spec=loaded.input, output_spec=loaded.output, name="colours-float",
+                              metrics={"float_accuracy": 0.9, "float_tflite_accuracy": 0.9})
+    with serving(cycle_video, measured) as s:
+        html = request(s.url + "/").text
+    assert '<dd id=accuracy>int8 93.1% (float 94.5%)</dd>' in html and ">colours<" in html
+    with serving(cycle_video, float_only) as s:
+        assert '<dd id=accuracy>90.0%</dd>' in request(s.url + "/").text
+    with serving(cycle_video, colour_bundle) as s:  # a bundle made without measuring: said so, not guessed
+        assert '<dd id=accuracy>not recorded</dd>' in request(s.url + "/").text
 
 
 @pytest.fixture()

@@ -29,6 +29,7 @@ from edgeclass.device.pipeline.loop import Output, RunLimits, Runner
 from edgeclass.device.service.config import DeviceConfig, build, resolve
 
 from .conftest import colour_frame, write_video
+from .http_helpers import request, serving
 from .mqtt_fixtures import Mosquitto, Subscriber, broker, tls_files  # noqa: F401  (fixtures)
 
 PREFIX = "test/cam"
@@ -350,6 +351,36 @@ def test_a_broker_down_at_start_gone_or_frozen_never_slows_the_loop(colour_bundl
     # Rate-limited to 20 a second while the broker answered.
     span = results[-1].json()["ts"] - results[0].json()["ts"]
     assert len(results) <= 20 * span + 2
+
+
+def test_metrics_say_mqtt_connected_while_the_broker_is_up_and_0_once_it_stops(broker, colour_bundle, tmp_path):
+    """``/metrics`` of the live page's HTTP output beside the real MQTT output and a real mosquitto."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def connected(url: str) -> float:
+        families = {f.name: f for f in text_string_to_metric_families(request(url + "/metrics").text)}
+        return families["edgeclass_mqtt_connected"].samples[0].value
+
+    video = _video(tmp_path / "rgb.avi", [(name, 10) for name in ("red", "green", "blue")])
+    config = build(resolve(DeviceConfig().to_dict(), {"mqtt": {"url": broker.url, "topic": PREFIX}}))
+    mqtt: MqttOutput = build_outputs(config)["mqtt"]
+    sub = None
+    try:
+        with serving(video, colour_bundle, outputs=[mqtt]) as s:
+            _wait(lambda: connected(s.url) == 1, what="edgeclass_mqtt_connected 1")
+            # The broker agrees: the session it holds announced itself.
+            sub = Subscriber(broker.port, [f"{PREFIX}/availability"])
+            assert sub.wait_for(lambda m: m.on(f"{PREFIX}/availability"), what="availability")[-1].text == "online"
+            sub.close()
+            sub = None
+            broker.stop()
+            _wait(lambda: connected(s.url) == 0, what="edgeclass_mqtt_connected 0 after the broker stopped")
+            broker.start()
+            _wait(lambda: connected(s.url) == 1, timeout=40, what="edgeclass_mqtt_connected 1 after a reconnect")
+    finally:
+        mqtt.close()
+        if sub is not None:
+            sub.close()
 
 
 # ----------------------------------------------------------------------------- TLS, credentials
