@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,6 +16,7 @@ from edgeclass.device.outputs.dataset import Dataset, DatasetFolderError, check_
 from edgeclass.device.pipeline.images import load_image
 
 from .cli_helpers import _MAIN, edgeclass
+from .conftest import colour_frame, write_video
 from .http_helpers import colour_cycle_video, free_port, request, serving, wait_for
 
 
@@ -55,7 +58,10 @@ def _start(*args) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
 
 
-def test_collect_with_labels_saves_full_frames_and_train_reads_the_folder(video, tmp_path):
+def test_collect_with_labels_saves_full_frames_and_train_reads_the_folder(tmp_path):
+    # 20 s without a repeated frame: a looping 1 s video would hand two presses a second apart the same picture.
+    colours = ("red", "green", "blue")
+    video = write_video(tmp_path / "long.avi", [colour_frame(colours[k // 10 % 3], seed=k) for k in range(600)])
     port = free_port()
     dataset = tmp_path / "photos"
     proc = _start("collect", "--source", video, "--loop", "--realtime", "-o", dataset, "--labels", "red,green,blue",
@@ -68,28 +74,48 @@ def test_collect_with_labels_saves_full_frames_and_train_reads_the_folder(video,
         assert request(url + "/api/latest").status == 404  # no model: nothing is classified
         saved = request(url + "/api/collect", method="POST", body={"label": "red"}).json()
         assert len(saved["saved"]) == 1 and saved["counts"] == {"red": 1, "green": 0, "blue": 0}
+        _after_a_new_frame(url)
         burst = request(url + "/api/collect", method="POST", body={"label": "blue", "count": 4, "interval": 0.1}).json()
         assert len(burst["saved"]) == 4 and len(set(burst["saved"])) == 4 and burst["counts"]["blue"] == 4
-        for label in ("green", "green"):
+        for label in ("green", "green", "green"):
+            _after_a_new_frame(url)  # two presses within one frame would save that frame twice
             request(url + "/api/collect", method="POST", body={"label": label})
+        _after_a_new_frame(url)
+        more = request(url + "/api/collect", method="POST", body={"label": "red", "count": 2, "interval": 0.1}).json()
+        assert more["counts"] == {"red": 3, "green": 3, "blue": 4}  # train needs 3 photos a class (train, val, test)
         bad = request(url + "/api/collect", method="POST", body={"label": "purple"})
         assert bad.status == 400 and "not one of red, green, blue" in bad.json()["error"]
     finally:
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
-    assert f"{dataset} now holds: red 1, green 2, blue 4" in err
+    assert f"{dataset} now holds: red 3, green 3, blue 4" in err
     photos = sorted(dataset.rglob("*.jpg"))
-    assert len(photos) == 7
+    assert len(photos) == 10 and len({p.read_bytes() for p in photos}) == 10
     frames = [load_image(p) for p in photos]
     assert all(f.shape == (120, 160, 3) for f in frames)  # the full camera frame, not the model's crop
     # Four burst frames are four different moments (the noise differs from frame to frame).
     blue = [load_image(p).astype(int) for p in sorted((dataset / "blue").glob("*.jpg"))]
     assert all(np.abs(a - b).mean() > 1 for a, b in zip(blue, blue[1:]))
 
-    discover = pytest.importorskip("edgeclass.train.dataset").discover
-    layout = discover(dataset)
-    assert sorted(layout.labels) == ["blue", "green", "red"] and not layout.non_images and not layout.stray
+    before = {p: p.read_bytes() for p in dataset.rglob("*") if p.is_file()}
+    if importlib.util.find_spec("PIL") is None:
+        pytest.skip("edgeclass train needs the train extra (pip install 'edgeclass[train]'): "
+                    "the collected folder was checked up to here")
+    # The folder as it is: train's own scan, split and audit (what a training run does before TensorFlow loads).
+    checked = edgeclass("train", dataset, "--check-only", env={"COLUMNS": "200"})
+    assert checked.returncode == 0 and "Traceback" not in checked.stderr, checked.stderr[-2000:]
+    assert "classes: 3, readable images: 10" in checked.stdout
+    rows = {m.group(1): [int(n) for n in m.groups()[1:]]
+            for m in re.finditer(r"│ (\w+)\s+│\s+(\d+) │\s+(\d+) │\s+(\d+) │\s+(\d+) │", checked.stdout)}
+    assert {label: r[3] for label, r in rows.items()} == {"blue": 4, "green": 3, "red": 3, "all": 10}
+    assert all(min(r[:3]) >= 1 for r in rows.values())  # every class has a train, a val and a test photo
+    assert {p: p.read_bytes() for p in dataset.rglob("*") if p.is_file()} == before  # nothing written or moved
+
+
+def _after_a_new_frame(url: str) -> None:
+    frames = request(url + "/api/status").json()["frames"]
+    wait_for(lambda: request(url + "/api/status").json()["frames"] >= frames + 2)
 
 
 def _ready(url: str) -> bool:
