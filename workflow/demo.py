@@ -23,14 +23,18 @@ from edgeclass.device.errors import EdgeclassError
 log = logging.getLogger(__name__)
 
 GENERATED_SPLIT = (0.7, 0.1, 0.2)  # a larger test split: 1 pp of accuracy is then ~2 images, not 1
-# The demo's int8 gate, on its 80 validation images. `edgeclass convert`
-# defaults to 1.0 point and 97% agreement, but on 80 images that is under one
-# image and two changed answers, and a model trained for three minutes from
-# random weights flips a few borderline ones either way when quantized (97-99%
-# agreement). 3 points and 95% still catch a broken conversion, which loses
-# tens of points.
-DEMO_MAX_DROP = 3.0
-DEMO_MIN_AGREEMENT = 0.95
+# The demo's int8 gate, on its 80 generated validation images. `edgeclass
+# convert` defaults to 1.0 point and 97% agreement, but on 80 images that is
+# under one image and two changed answers. A model trained for a few minutes
+# from random weights has many near-ties, and quantization flips them: its
+# agreement with float was 91-96% on the test images of separate runs, so
+# 3-7 of the 80 validation answers change, and when most of those were right,
+# int8 is 4-5 points down. The gate is there to catch a broken conversion
+# (wrong scales, swapped channels), which loses tens of points and agrees on a
+# fraction of the images: 6 points and 85% catch that, and do not fail a
+# healthy conversion of a weak model on the throw of a few coins.
+DEMO_MAX_DROP = 6.0
+DEMO_MIN_AGREEMENT = 0.85
 
 
 @dataclass
@@ -251,7 +255,7 @@ def demo(
     input_size: Optional[int] = typer.Option(None, "--input-size", help="Model input size (default 96 generated, 160 with --data)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=0, help="Fine-tuning epochs (default: 25 from random weights, 6 from ImageNet)."),
     min_accuracy: float = typer.Option(0.8, "--min-accuracy", min=0.0, max=1.0, help="PASS needs int8 test accuracy and live accuracy at least this."),
-    max_drop: Optional[float] = typer.Option(None, "--max-drop", min=0.0, help="Conversion fails if int8 loses more than this many percentage points on the validation split (default 3 on the generated 80-image one, where one image is 1.25 points; 1 with --data)."),
+    max_drop: Optional[float] = typer.Option(None, "--max-drop", min=0.0, help="Conversion fails if int8 loses more than this many percentage points on the validation split (default 6 on the generated 80-image one, where one image is 1.25 points; 1 with --data)."),
 ) -> None:
     """Run the whole pipeline end to end on a generated dataset (or --data): train, convert, run on a video; PASS or FAIL."""
     from edgeclass.train.cli import _require_tensorflow

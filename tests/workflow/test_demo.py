@@ -1,9 +1,10 @@
-"""`edgeclass demo`, the README's first command, end to end at a smaller size.
+"""`edgeclass demo`, the README's first command, end to end exactly as the README runs it.
 
-The full-size demo (800 images, 25 epochs) is what the README promises; here
-the same code runs on 500 generated images so the suite stays quick. Chance
-is 0.2 for five classes; 0.5 can only be reached if the dataset, training,
-int8 conversion, video and device runtime all agree on labels and pixels.
+A smaller run (500 images, 15 epochs) left the model so unsure that whether
+int8 passed its gate was a coin toss; the README's own size is what users get.
+Chance is 0.2 for five classes; the demo's 0.8 can only be reached if the
+dataset, training, int8 conversion, video and device runtime all agree on
+labels and pixels.
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ pytestmark = pytest.mark.slow
 
 def test_demo_runs_every_stage_and_passes(tmp_path):
     work = tmp_path / "demo"
-    result = run_edgeclass("demo", "--workdir", work, "--per-class", "100", "--epochs", "15", "--min-accuracy", "0.5", "--max-drop", "10",
-                           timeout=900)
+    result = run_edgeclass("demo", "--workdir", work, timeout=2400)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
     for stage in ("[data    ]", "[train   ]", "[convert ]", "[video   ]", "[run     ]"):
@@ -30,7 +30,7 @@ def test_demo_runs_every_stage_and_passes(tmp_path):
     summary = json.loads((work / "demo-summary.json").read_text())
     assert summary["passed"] is True
     figures = summary["figures"]
-    assert figures["int8_accuracy"] >= 0.5 and figures["live_accuracy"] >= 0.5
+    assert figures["int8_accuracy"] >= 0.8 and figures["live_accuracy"] >= 0.8
     assert figures["frames"] == 60 and figures["fps"] > 0
     for artefact in ("data/circle", "training/model.keras", "training/report/metrics.json", "bundle/bundle.json",
                      "bundle/model.tflite", "demo.avi", "results.jsonl"):
