@@ -249,3 +249,71 @@ def decide_temperature(val_scores, val_y, mode: str = "auto", bins: int = DEFAUL
                                    ece, None, p, n)
     why = "asked for" if mode == "on" else f"validation scores are not calibrated (p = {p:.3f})"
     return TemperatureDecision(temperature, why, ece, after, p, n)
+
+
+def evaluation_calibration(confidence, correct, bins: int = DEFAULT_BINS) -> dict:
+    """The calibration figures of one evaluation (for example ``bundle evaluate`` on the device).
+
+    ``confidence`` is each image's top-1 score as the model output it,
+    ``correct`` whether that answer was right. The result is :func:`summary`
+    plus the binning's description, the same figures ``edgeclass convert``
+    records for the bundle's model on the test split, so the two compare
+    directly (the ECE, the reliability bins, the ``--threshold`` table).
+    """
+    return {"binning": binning_description(bins), **summary(confidence, correct, bins)}
+
+
+def calibration_lines(figures: dict) -> list[str]:
+    """Human-readable lines of :func:`summary` figures: the ECE and what each ``--threshold`` keeps."""
+    if not figures.get("images"):
+        return ["calibration: no images"]
+    lines = [f"calibration ECE {figures['ece']:.4f} over {figures['images']} images (accuracy {figures['accuracy']:.2%}, "
+             f"mean top score {figures['mean_confidence']:.3f}; 0 is calibrated)"]
+    for row in figures["thresholds"]:
+        kept = "no answers" if row["accuracy"] is None else f"accuracy {row['accuracy']:.2%}"
+        lines.append(f"  --threshold {row['threshold']:.2f}: answers {row['answered']:.1%} of images, {kept}")
+    return lines
+
+
+def plot_reliability(panels: list[tuple[str, list[tuple[str, dict]]]], path) -> None:
+    """Reliability diagrams drawn from :func:`summary` figures, one panel per ``(title, [(name, figures), ...])``.
+
+    Bars are each series' accuracy per bin against the diagonal a calibrated
+    model sits on; underneath, the share of images per bin. Needs matplotlib
+    (the workstation has it; on a device install, check with
+    ``importlib.util.find_spec("matplotlib")`` first).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never try to open a window (a Pi over ssh has no display)
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, len(panels), figsize=(4.6 * len(panels), 5.2), squeeze=False,
+                             gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+    colours = ("#9aa5b1", "tab:blue", "tab:orange", "tab:green")
+    for col, (title, series) in enumerate(panels):
+        top, bottom = axes[0, col], axes[1, col]
+        top.plot([0, 1], [0, 1], "--", color="black", linewidth=1, label="calibrated")
+        n = max(1, len(series))
+        for k, (name, figures) in enumerate(series):
+            bins = figures["bins"]
+            width = (bins[0]["upper"] - bins[0]["lower"]) / n
+            filled = [b for b in bins if b["count"]]
+            xs = [b["lower"] + (k + 0.5) * width for b in filled]
+            colour = colours[k % len(colours)]
+            top.bar(xs, [b["accuracy"] for b in filled], width=width * 0.95, color=colour, alpha=0.85,
+                    label=f"{name}: ECE {figures['ece']:.3f}")
+            total = max(1, figures["images"])
+            bottom.bar(xs, [b["count"] / total for b in filled], width=width * 0.95, color=colour, alpha=0.85)
+        top.set_xlim(0, 1)
+        top.set_ylim(0, 1)
+        top.set_ylabel("accuracy in bin")
+        top.set_title(title, fontsize=10)
+        top.legend(fontsize=8, loc="upper left")
+        top.grid(alpha=0.3)
+        bottom.set_xlabel("top-1 score")
+        bottom.set_ylabel("share of images")
+        bottom.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
