@@ -83,7 +83,9 @@ def read_report(report_dir: Path | None, run_dir: Path | None = None, title: str
     With ``required=False`` a missing ``metrics.json`` leaves the training side
     empty (a run trained by another tool still gets a page for its bundle).
     """
-    report_dir = Path(report_dir) if report_dir is not None else None
+    # Absolute paths: the page names its files for whoever opens it, wherever it was built from.
+    report_dir = Path(report_dir).resolve() if report_dir is not None else None
+    run_dir = Path(run_dir).resolve() if run_dir is not None else None
     named = run_dir if run_dir is not None else report_dir
     sources = PageSources(title=title or (Path(named).resolve().name if named is not None else "edgeclass"), metrics={})
     if report_dir is not None and ((report_dir / METRICS).is_file() or required):
@@ -146,6 +148,6 @@ def add_bundle(sources: PageSources, bundle_report: Path, bundle_path: Path | st
     sources.bundle = _json(bundle_report / METRICS, "the conversion report; bundles made by "
                            "'edgeclass bundle create' have none")
     sources.bundle_reliability_png = _bytes(bundle_report / RELIABILITY_PNG)
-    sources.bundle_path = str(bundle_path)
-    sources.files["bundle"] = str(Path(bundle_path) / "report" / METRICS)
+    sources.bundle_path = str(Path(bundle_path).resolve())
+    sources.files["bundle"] = str(Path(bundle_path).resolve() / "report" / METRICS)
     return sources
