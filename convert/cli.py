@@ -26,6 +26,12 @@ class IOType(str, Enum):
     int8 = "int8"
 
 
+class Temperature(str, Enum):
+    auto = "auto"
+    on = "on"
+    off = "off"
+
+
 class WhereNormalize(str, Enum):
     model = "model"
     device = "device"
@@ -53,6 +59,7 @@ def convert(
     force: bool = typer.Option(False, "--force", help="Replace an existing output directory (only once the new bundle is complete)."),
     name: Optional[str] = typer.Option(None, "--name", help="Bundle name (default: the output directory's name)."),
     seed: int = typer.Option(0, "--seed", help="Seed for choosing calibration images."),
+    temperature: Temperature = typer.Option(Temperature.auto, "--temperature", help="Temperature scaling of the scores, fitted on the VALIDATION split and folded into the model's last layer: auto (when the validation scores are not calibrated), on, off."),
 ) -> None:
     """Convert a training directory into a device bundle: int8 TFLite, measured accuracy cost, optional Edge TPU model."""
     if _is_model_to_check(source):
@@ -72,7 +79,7 @@ def convert(
     options = ConvertOptions(
         io=io.value, per_tensor=per_tensor, calibration_size=calibration_size, bias_correction=bias_correction,
         float_model=float_model, max_drop=max_drop, min_agreement=min_agreement, normalization=normalization.value, edgetpu=edgetpu,
-        edgetpu_compiler=edgetpu_compiler, force=force, seed=seed, name=name,
+        edgetpu_compiler=edgetpu_compiler, force=force, seed=seed, name=name, temperature=temperature.value,
     )
     result = convert_training_dir(source, output, options, progress=progress_bar)
     m = result.metrics
@@ -94,12 +101,14 @@ def convert(
     if "int8_tflite_bytes" in sizes:
         line += f", int8 {_kib(sizes['int8_tflite_bytes'])} ({sizes['int8_tflite_bytes'] / sizes['float_tflite_bytes']:.0%} of float)"
     typer.echo(line + f"; converted in {m['conversion_seconds']:.1f} s")
+    typer.echo(f"calibrated  {result.calibration_text.partition(': ')[2]}")
     typer.echo(f"edge tpu    pre-flight: {result.preflight.summary()}")
     if edgetpu_check:
         _print_table(result.preflight)
     if result.compile_report is not None:
         typer.echo(f"edge tpu    {result.compile_report.summary()}")
-    typer.echo(f"bundle      {result.bundle} (loaded back with the device loader: ok)")
+    typer.echo(f"bundle      {result.bundle} (loaded back with the device loader: ok); "
+               f"page: {result.bundle / 'report' / 'index.html'}")
 
 
 def _is_model_to_check(source: Path) -> bool:

@@ -28,15 +28,16 @@ from pathlib import Path
 import numpy as np
 
 from edgeclass.device.bundle import OutputSpec, load_bundle, write_bundle
+from edgeclass.device.pipeline.calibration import MODES, TemperatureDecision, decide_temperature
 from edgeclass.device.pipeline.classifier import EdgeTPU, open_classifier
 from edgeclass.device.errors import BundleError, EdgeclassError
 from edgeclass.device.pipeline.interpreter import make_interpreter
 from edgeclass.device.bundle import InputSpec, ResizePolicy
 from edgeclass.device.pipeline.preprocess import Preprocessor
-from edgeclass.train.quiet import native_output_to_debug_log
 from edgeclass.train.rundir import DATASET, TrainingDir, TrainingDirError, load_training_dir
 
 from . import edgetpu_compile
+from .build import build_tflite
 from .edgetpu_ops import Preflight, check_edgetpu
 from .progress import Progress, no_progress
 from .samples import SampleError, load_resized, stratified_sample
@@ -64,6 +65,7 @@ class ConvertOptions:
     seed: int = 0
     name: str | None = None
     threads: int | None = None  # interpreter threads during evaluation
+    temperature: str = "auto"  # temperature scaling fitted on validation: auto | on | off (see pipeline.calibration)
 
 
 @dataclass
@@ -77,6 +79,7 @@ class ConvertResult:
     seconds: dict = field(default_factory=dict)
     sizes: dict = field(default_factory=dict)
     comparison_text: str = ""
+    calibration_text: str = ""
 
 
 def check_inputs(training_dir: Path, out_dir: Path, options: ConvertOptions) -> TrainingDir:
@@ -98,6 +101,8 @@ def check_inputs(training_dir: Path, out_dir: Path, options: ConvertOptions) -> 
     except ValueError:
         choices = ", ".join(p.value for p in ResizePolicy)
         raise TrainingDirError(f"{td.path / 'config.json'}: resize is {td.config['resize']!r}, expected one of {choices}") from None
+    if options.temperature not in MODES:
+        raise EdgeclassError(f"--temperature is {options.temperature!r}, expected one of {', '.join(MODES)}")
     if not 0.0 <= options.min_agreement <= 1.0:
         raise EdgeclassError(f"--min-agreement is {options.min_agreement:g}, expected a fraction between 0 and 1")
     for split, why in (("val", "the int8 gate decides on it"), ("test", "conversion reports accuracy on it")):
@@ -120,62 +125,49 @@ def convert_training_dir(training_dir: str | Path, out_dir: str | Path, options:
     policy = ResizePolicy(td.config["resize"])
     model = quantize.load_model(td.model_path)
     height, width = quantize.check_model(model, td.model_path, td.input_size, len(td.labels))
-    normalization = None
-    export_model = model
-    if options.normalization == "device":
-        export_model, normalization = quantize.split_normalization(model, td.model_path)
 
     with tempfile.TemporaryDirectory(prefix="edgeclass-convert-") as work_name:
         work = Path(work_name)
-        start = time.perf_counter()
-        saved = quantize.export_saved_model(export_model, work / "saved_model")
-        seconds["export"] = time.perf_counter() - start
-
-        float_path = work / "float" / "model.tflite"
-        float_path.parent.mkdir()
-        start = time.perf_counter()
-        float_path.write_bytes(quantize.convert_float(saved))
-        seconds["convert_float"] = time.perf_counter() - start
-        with native_output_to_debug_log("LiteRT"):  # the interpreter's one-off "Created ... XNNPACK delegate" line
-            float_specs = specs_from_model(float_path, policy, normalization)
-
-        int8_path, int8_specs, correction = None, None, None
+        # Every model is measured on the same resized pixels of the validation and test splits.
+        images = {split: load_resized([p for p, _ in td.split_items(split)], height, width, policy, progress, f"{split} images")
+                  for split in ("val", "test")}
+        y_true = {split: np.array([label for _, label in td.split_items(split)], np.int64) for split in ("val", "test")}
+        keras_scores = {split: quantize.predict_keras(model, images[split], progress=progress) for split in ("val", "test")}
+        calibration_images = None
         if not options.float_model:
             chosen = stratified_sample(td.split_items("train"), options.calibration_size, td.labels, options.seed,
                                        where=str(td.path / "split.json"))
-            calibration = load_resized([p for p, _ in chosen], height, width, policy, progress, "calibration images")
-            start = time.perf_counter()
-            int8_path = work / "int8" / "model.tflite"
-            int8_path.parent.mkdir()
-            int8_path.write_bytes(quantize.convert_int8(saved, calibration, options.io, options.per_tensor,
-                                                        normalization, progress))
-            seconds["convert_int8"] = time.perf_counter() - start
-            int8_specs = specs_from_model(int8_path, policy, normalization)
-            if options.bias_correction:
-                # Only bias values change, so the specs read above still describe the model.
-                start = time.perf_counter()
-                correction = _correct_biases(int8_path, float_path, calibration, int8_specs[0], float_specs[0], progress)
-                seconds["bias_correction"] = time.perf_counter() - start
-            del calibration
+            calibration_images = load_resized([p for p, _ in chosen], height, width, policy, progress, "calibration images")
 
-        candidate, bundle_model, specs = "float_tflite", float_path, float_specs
-        if int8_path is not None:
-            candidate, bundle_model, specs = "int8", int8_path, int8_specs
-        models = {"float_tflite": (float_path, float_specs)}
-        if int8_path is not None:
-            models["int8"] = (int8_path, int8_specs)
+        decision = _temperature_decision(td, keras_scores["val"], y_true["val"], options)
+        uncalibrated, folded_into = {}, None
+        if decision.temperature is not None:
+            # The int8 model of the network as trained, built the same way, only to measure what scaling changed.
+            raw = build_tflite(model, td.model_path, work / "uncalibrated", calibration_images, policy, options, progress, {})
+            uncalibrated = {split: raw.candidate_scores(images[split], f"{raw.candidate} as trained ({split})", progress,
+                                                        options.threads) for split in ("val", "test")}
+            from edgeclass.train.calibrate import fold_temperature
 
+            folded_into = fold_temperature(model, decision.temperature, np.asarray(images["val"][:8], np.float32))
+            keras_before = keras_scores
+            keras_scores = {split: quantize.predict_keras(model, images[split], progress=progress) for split in ("val", "test")}
+        else:
+            keras_before = None
+
+        built = build_tflite(model, td.model_path, work / "bundle", calibration_images, policy, options, progress, seconds)
+        del calibration_images
+        candidate, bundle_model, specs, correction = built.candidate, built.candidate_path, built.candidate_specs, built.correction
+
+        from .calibration import calibration_figures, compact
         from .compare import check_gate, compare
         from .report import comparison_table, write_report
 
         # The gate decides on the validation split; the test split is measured once, for the record.
-        comparisons = {}
+        comparisons, all_scores = {}, {}
         for split in ("val", "test"):
-            items = td.split_items(split)
             start = time.perf_counter()
-            comparisons[split] = compare(td.labels, [label for _, label in items],
-                                         _scores(model, models, items, (height, width), policy, split, progress, options),
-                                         candidate=candidate, split=split)
+            all_scores[split] = {"float": keras_scores[split], **built.scores(images[split], split, progress, options.threads)}
+            comparisons[split] = compare(td.labels, y_true[split], all_scores[split], candidate=candidate, split=split)
             seconds[f"evaluate_{split}"] = time.perf_counter() - start
         gate = check_gate(comparisons["val"], options.max_drop, options.min_agreement,
                           hint="--float ships the float model; 'Troubleshooting' in the README lists what helps")
@@ -183,18 +175,22 @@ def convert_training_dir(training_dir: str | Path, out_dir: str | Path, options:
             comparison_table(comparisons["test"], "test split (reported only; nothing is decided on it)")
         log.info("accuracy:\n%s", text.rstrip())
         comparison = comparisons["test"]
+        calibration = calibration_figures(decision, y_true, all_scores, candidate, keras_before, uncalibrated, folded_into)
+        log.info("%s", calibration["summary"])
 
         preflight = check_edgetpu(bundle_model)
-        sizes = {"keras_bytes": td.model_path.stat().st_size, "float_tflite_bytes": float_path.stat().st_size}
-        if int8_path is not None:
-            sizes["int8_tflite_bytes"] = int8_path.stat().st_size
+        sizes = {"keras_bytes": td.model_path.stat().st_size, "float_tflite_bytes": built.float_path.stat().st_size}
+        if built.int8_path is not None:
+            sizes["int8_tflite_bytes"] = built.int8_path.stat().st_size
         metrics = comparison.metrics()
         metrics["gate"] = gate
+        metrics["calibration"] = compact(calibration)
         metrics["model_sizes"] = sizes
         metrics["conversion_seconds"] = round(
             seconds["export"] + seconds.get("convert_int8", seconds["convert_float"]) + seconds.get("bias_correction", 0.0), 2)
         report_dir = write_report(work / "report", comparison, metrics, extra={"edgetpu_preflight": preflight.to_json()},
-                                  validation=comparisons["val"], text=text)
+                                  validation=comparisons["val"], text=text, calibration=calibration)
+        _write_pages(td, report_dir, out_dir)
 
         bundle_kwargs = dict(
             model=bundle_model,
@@ -210,45 +206,47 @@ def convert_training_dir(training_dir: str | Path, out_dir: str | Path, options:
                      force=options.force, **bundle_kwargs)
         validate_bundle(out_dir)
         log.info("bundle written to %s", out_dir)
-        result = ConvertResult(out_dir, metrics, preflight, seconds=seconds, sizes=sizes, comparison_text=text)
+        _update_run_page(td, out_dir)
+        result = ConvertResult(out_dir, metrics, preflight, seconds=seconds, sizes=sizes, comparison_text=text,
+                               calibration_text=calibration["summary"])
 
         if options.edgetpu:
             result.compile_report = compile_into_bundle(out_dir, preflight, bundle_kwargs, options, work)
     return result
 
 
-def _correct_biases(int8_path: Path, float_path: Path, calibration: np.ndarray, int8_input: InputSpec,
-                    float_input: InputSpec, progress: Progress):
-    """Rewrite ``int8_path`` with biases corrected against ``float_path`` on the first calibration images.
-
-    The calibration sample is class round-robin, so its first images still cover every class.
-    """
-    from .bias_correction import DEFAULT_IMAGES, correct_biases
-
-    corrected, report = correct_biases(int8_path.read_bytes(), float_path.read_bytes(), calibration[:DEFAULT_IMAGES],
-                                       int8_input, float_input, progress)
-    int8_path.write_bytes(corrected)
-    return report
+def _temperature_decision(td: TrainingDir, val_scores: np.ndarray, val_y: np.ndarray,
+                          options: ConvertOptions) -> TemperatureDecision:
+    """Whether to fold a temperature into the bundle's model, decided on the float model's validation scores."""
+    if options.temperature != "off" and td.config.get("refit"):
+        # A model refitted on train+val has seen every validation image: its scores there say nothing about calibration.
+        decision = decide_temperature(val_scores, val_y, "off")
+        return TemperatureDecision(None, "the model was trained on the validation split (--refit): no held-out images "
+                                   "to fit a temperature on", decision.val_ece, None, decision.p_value, decision.val_images)
+    return decide_temperature(val_scores, val_y, options.temperature)
 
 
-def _scores(model, models: dict, items: list, size: tuple[int, int], policy: ResizePolicy, split: str,
-            progress: Progress, options: ConvertOptions) -> dict[str, np.ndarray]:
-    """Float Keras and each TFLite model's scores on one split; every model sees the same resized pixels."""
-    from . import quantize
+def _write_pages(td: TrainingDir, report_dir: Path, out_dir: Path) -> None:
+    """The run's page with this bundle's side, into the bundle's report (before the bundle is hashed)."""
+    from edgeclass.train.page import build_page
 
-    images = load_resized([p for p, _ in items], size[0], size[1], policy, progress, f"{split} images")
-    scores = {"float": quantize.predict_keras(model, images, progress=progress)}
-    for name, (path, specs) in models.items():
-        label = "float TFLite" if name == "float_tflite" else f"{options.io} TFLite"
-        scores[name] = _predict(path, specs, images, f"{label} ({split})", progress, options)
-    return scores
+    build_page(td.report_dir, run_dir=td.path, bundle_report=report_dir, bundle_path=out_dir.resolve(),
+               out=report_dir / "index.html")
 
 
-def _predict(path: Path, specs: tuple[InputSpec, OutputSpec], images: np.ndarray, description: str,
-             progress: Progress, options: ConvertOptions) -> np.ndarray:
-    from .compare import predict_tflite
+def _update_run_page(td: TrainingDir, out_dir: Path) -> None:
+    """Refresh the training directory's own page with the bundle just made (the int8 side); a training
+    directory without a report, or one this user cannot write, keeps its page as it was."""
+    from edgeclass.train.page import build_page
 
-    return predict_tflite(path, specs[0], specs[1], images, description, progress, num_threads=options.threads)
+    if not (td.report_dir / "metrics.json").is_file():
+        log.info("%s has no training report: the bundle's report/index.html is the page for this bundle", td.path)
+        return
+    try:
+        build_page(td.report_dir, run_dir=td.path, bundle_report=out_dir / "report", bundle_path=out_dir.resolve())
+    except OSError as exc:
+        log.warning("could not update %s (%s); the bundle's report/index.html has the same page",
+                    td.report_dir / "index.html", exc.strerror or exc)
 
 
 def specs_from_model(model_path: Path, policy: ResizePolicy, normalization=None) -> tuple[InputSpec, OutputSpec]:

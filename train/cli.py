@@ -1,4 +1,4 @@
-"""The ``edgeclass train`` and ``edgeclass evaluate`` commands.
+"""The ``edgeclass train``, ``edgeclass evaluate`` and ``edgeclass report`` commands.
 
 Nothing heavy is imported at module level: the Pi runs the same ``edgeclass``
 command without TensorFlow, and ``edgeclass --help`` must stay fast there.
@@ -151,7 +151,7 @@ def evaluate_command(
     batch_size: int = typer.Option(64, "--batch-size"),
     workers: int = typer.Option(0, help="Image decoding threads; 0 = one per CPU core."),
 ) -> None:
-    """Evaluate a trained model on a folder dataset: metrics.json, classification report, confusion matrix, worst errors."""
+    """Evaluate a trained model on a folder dataset: metrics.json, classification report, confusion matrix, calibration, worst errors with Grad-CAM heatmaps, index.html."""
     if split not in ("train", "val", "test"):
         raise EdgeclassError(f"--split {split!r}: expected train, val or test")
     _require_tensorflow()
@@ -161,7 +161,36 @@ def evaluate_command(
     typer.echo(f"accuracy {metrics['accuracy']:.3f} on {metrics['num_images']} images; report: {report_dir}")
 
 
+def report_command(
+    run: Path = typer.Argument(..., help="A training directory (its report/ is read), or a report folder written by 'edgeclass evaluate -o'."),
+    bundle: Optional[Path] = typer.Option(None, "--bundle", help="A bundle converted from RUN: adds its float vs int8 figures and calibration."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Where to write the page (default: RUN/report/index.html)."),
+    open_page: bool = typer.Option(False, "--open", help="Open the page in a web browser, where one exists."),
+) -> None:
+    """Rebuild the one-page HTML report of a run (and of its bundle): metrics, confusion, curves, calibration, heatmaps."""
+    from .page import build_page
+    from .page_sources import METRICS, PAGE, ReportError
+    from .rundir import REPORT
+
+    if not run.is_dir():
+        raise ReportError(f"{run}: not a directory; expected a training directory (edgeclass train -o RUN) or a report folder")
+    report_dir, run_dir = (run, None) if (run / METRICS).is_file() else (run / REPORT, run)
+    if bundle is not None and not (bundle / "report" / METRICS).is_file():
+        raise ReportError(f"{bundle / 'report' / METRICS}: missing; expected a bundle made by 'edgeclass convert' "
+                          "(bundles made by 'edgeclass bundle create' have no conversion report)")
+    target = output if output is not None else report_dir / PAGE
+    page = build_page(report_dir, run_dir=run_dir, bundle_report=bundle / "report" if bundle else None,
+                      bundle_path=bundle.resolve() if bundle else None, out=target)
+    typer.echo(f"page: {page}")
+    if open_page:
+        import webbrowser
+
+        if not webbrowser.open(page.resolve().as_uri()):
+            typer.echo(f"no web browser found here: open {page} on a machine with one")
+
+
 def register(app: typer.Typer) -> None:
-    """Attach ``train`` and ``evaluate`` to the main ``edgeclass`` app."""
+    """Attach ``train``, ``evaluate`` and ``report`` to the main ``edgeclass`` app."""
     app.command("train")(train_command)
     app.command("evaluate")(evaluate_command)
+    app.command("report")(report_command)

@@ -37,13 +37,31 @@ def predict(model, images: np.ndarray, indices, batch_size: int = 64, descriptio
 
 
 def report_on(model, images: np.ndarray, indices, y_true, labels, report_dir: Path, *, history=None,
-              extra: dict | None = None, batch_size: int = 64) -> dict:
-    """Predict rows ``indices`` (true labels ``y_true``) and write the full report into ``report_dir``."""
+              extra: dict | None = None, batch_size: int = 64, names=None, val: tuple | None = None,
+              no_fit_reason: str | None = None, run_dir: Path | None = None) -> dict:
+    """Predict rows ``indices`` (true labels ``y_true``) and write the full report into ``report_dir``.
+
+    ``names[row]`` is each image's path in the dataset (for the explained
+    images); ``val = (scores, labels)`` are the validation split's scores,
+    on which a temperature is fitted when they are not calibrated (without
+    them the report only measures calibration, for ``no_fit_reason``).
+    ``run_dir`` adds the run's configuration and search trials to the page.
+    """
+    from .calibrate import report_section
+    from .explain import write_explanations
+    from .page import build_page
+
     probs = predict(model, images, indices, batch_size)
     metrics = compute_metrics(y_true, probs.argmax(axis=1), labels)
     metrics.update(extra or {})
+    metrics["calibration"], calibrated = report_section(probs, y_true, val, no_fit_reason)
     indices = np.asarray(indices)
-    return write_report(report_dir, metrics, lambda k: np.asarray(images[indices[k]]), y_true, probs, history)
+    image = lambda k: np.asarray(images[indices[k]])  # noqa: E731
+    write_report(report_dir, metrics, image, y_true, probs, history)
+    write_explanations(report_dir, model, image, lambda k: names[indices[k]] if names is not None else str(indices[k]),
+                       y_true, probs, labels, calibrated)
+    build_page(report_dir, run_dir=run_dir)
+    return metrics
 
 
 def _model_and_labels(model_path: Path):
@@ -117,7 +135,9 @@ def evaluate(model_path: Path, dataset: Path | None, report_dir: Path | None, sp
         y_true = np.array([index[records[i].item.label] for i in rows])
         extra = {"model": str(model_file), "dataset": str(layout.data_dir), "split": split if (layout.presplit or only) else None,
                  "skipped": [{"path": r.item.rel, "reason": r.error} for r in records if not r.ok]}
-        metrics = report_on(model, cache, rows, y_true, labels, report_dir, extra=extra, batch_size=batch_size)
+        metrics = report_on(model, cache, rows, y_true, labels, report_dir, extra=extra, batch_size=batch_size,
+                            names=[r.item.rel for r in records],
+                            no_fit_reason="edgeclass evaluate measures calibration only (the run's report and convert fit the temperature)")
         del cache
     return metrics, report_dir
 

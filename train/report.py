@@ -21,6 +21,7 @@ TEXT_REPORT = "classification_report.txt"
 CONFUSION_PNG = "confusion_matrix.png"
 CURVES_PNG = "training_curves.png"
 WORST_PNG = "worst_misclassified.png"
+RELIABILITY_PNG = "reliability.png"
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
@@ -186,5 +187,13 @@ def write_report(report_dir: Path, metrics: dict, image: Callable[[int], np.ndar
     plot_worst(image, y_true, y_pred, probs.max(axis=1), metrics["labels"], report_dir / WORST_PNG)
     if history:
         plot_curves(history, report_dir / CURVES_PNG)
+    calibration = metrics.get("calibration")
+    if calibration:
+        from edgeclass.device.pipeline.calibration import plot_reliability
+
+        series = [("as trained", calibration["before"])]
+        if "after" in calibration:
+            series.append((f"temperature {calibration['temperature']:.3f}", calibration["after"]))
+        plot_reliability([(f"float model, {calibration['split']} split", series)], report_dir / RELIABILITY_PNG)
     log.info("report written to %s", report_dir)
     return metrics

@@ -230,7 +230,7 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, force: 
     finally:
         keras.mixed_precision.set_global_policy("float32")
     final = export_model(config, len(labels), ckpt / state["best_weights"])
-    metrics = _report(final, data, labels, out, state, config, mixed, started)
+    metrics = _report(final, data, labels, out, state, config, mixed, started, [r.item.rel for r in records])
     # model.keras last: its presence is what marks the training directory complete.
     final.save(ckpt / "final.keras")
     os.replace(ckpt / "final.keras", out / rundir.MODEL)
@@ -240,13 +240,14 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, force: 
     return metrics
 
 
-def _report(model, data, labels, out: Path, state: dict, config: TrainConfig, mixed: bool, started: float) -> dict:
+def _report(model, data, labels, out: Path, state: dict, config: TrainConfig, mixed: bool, started: float,
+            names: list[str]) -> dict:
     from .evaluate import predict, report_on
 
-    gap = {}
+    gap, scores = {}, {}
     for name in ("train", "val"):
         rows = data.split[name]
-        probs = predict(model, data.images, rows, config.batch_size, f"accuracy on {name}")
+        scores[name] = probs = predict(model, data.images, rows, config.batch_size, f"accuracy on {name}")
         gap[f"{name}_accuracy"] = round(float((probs.argmax(1) == data.labels[rows]).mean()), 4)
     gap["gap"] = round(gap["train_accuracy"] - gap["val_accuracy"], 4)
     history = state.get("history", [])
@@ -264,5 +265,10 @@ def _report(model, data, labels, out: Path, state: dict, config: TrainConfig, mi
     test = data.split["test"]
     extra = {"split": "test", "train_val_gap": gap, "training": training, "backbone": config.backbone.value,
              "alpha": config.alpha, "input_size": config.input_size}
+    # The temperature is fitted on the validation split; a refit on train+val has no held-out images left for it.
+    refit = bool(getattr(config, "refit", False))
+    val = None if refit or not data.split["val"] else (scores["val"], data.labels[data.split["val"]])
     return report_on(model, data.images, test, data.labels[test], labels, out / rundir.REPORT,
-                     history=history, extra=extra, batch_size=config.batch_size)
+                     history=history, extra=extra, batch_size=config.batch_size, names=names, val=val,
+                     no_fit_reason="the final model was trained on the validation split (--refit)" if refit else None,
+                     run_dir=out)

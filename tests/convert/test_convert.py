@@ -151,6 +151,7 @@ def test_convert_command_end_to_end(tiny_run, tmp_path):
     assert "gate        validation: " in proc.stdout and "on 12 images: passed" in proc.stdout
     assert "on 30 images (reported, not gated)" in proc.stdout
     assert "Mapped to Edge TPU" in proc.stdout  # the per-op table of --edgetpu-check
+    assert "calibrated  ECE float " in proc.stdout and "page: " in proc.stdout
     assert "calibrating" in proc.stderr  # the progress bars
     # The converter's and LiteRT's native lines are not for users (they go to the -v debug log).
     assert "fully_quantize" not in proc.stderr and "XNNPACK" not in proc.stderr, proc.stderr

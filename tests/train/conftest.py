@@ -79,6 +79,26 @@ def tiny_train_args(epochs: int = 2, head_epochs: int = 8) -> list[str]:
             "--head-epochs", str(head_epochs), "--batch-size", "16", "--workers", "2"]
 
 
+def invoke(*args) -> "object":
+    """Run an edgeclass command in this process (TensorFlow stays loaded between tests)."""
+    from typer.testing import CliRunner
+
+    from edgeclass.device.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> tuple[Path, Path, object]:
+    """One complete tiny training run: (data dir, training dir, CLI result)."""
+    root = tmp_path_factory.mktemp("train")
+    data = make_tree(root / "data", {c: 16 for c in CLASSES})
+    out = root / "run"
+    result = invoke("train", data, "-o", out, *tiny_train_args(epochs=3))
+    assert result.exit_code == 0, (result.output, result.exception)
+    return data, out, result
+
+
 @pytest.fixture(autouse=True)
 def _quiet_tensorflow(monkeypatch):
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))

@@ -16,34 +16,15 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from typer.testing import CliRunner  # noqa: E402
-
-from edgeclass.device.cli import app  # noqa: E402
 from edgeclass.device.errors import EdgeclassError  # noqa: E402
 from edgeclass.train import rundir  # noqa: E402
 
-from .conftest import CLASSES, make_tree, pretrained, tiny_train_args  # noqa: E402
+from .conftest import CLASSES, invoke, make_tree, pretrained, tiny_train_args  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
 REPORT_FILES = ("metrics.json", "classification_report.txt", "confusion_matrix.png", "training_curves.png",
                 "worst_misclassified.png")
-
-
-def invoke(*args) -> "object":
-    """Run an edgeclass command in this process (TensorFlow stays loaded between tests)."""
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-@pytest.fixture(scope="session")
-def trained(tmp_path_factory) -> tuple[Path, Path, object]:
-    """One complete tiny training run: (data dir, training dir, CLI result)."""
-    root = tmp_path_factory.mktemp("train")
-    data = make_tree(root / "data", {c: 16 for c in CLASSES})
-    out = root / "run"
-    result = invoke("train", data, "-o", out, *tiny_train_args(epochs=3))
-    assert result.exit_code == 0, (result.output, result.exception)
-    return data, out, result
 
 
 def _history(out: Path) -> list[dict]:
@@ -130,6 +111,55 @@ def test_metrics_json_has_the_promised_fields(trained):
     assert "precision" in text and "weighted avg" in text and "gap" in text
     if pretrained():
         assert metrics["accuracy"] >= 0.8
+
+
+def _test_scores(out: Path):
+    """The saved model's scores on the run's test split, computed here, as the report should have."""
+    import keras
+
+    from edgeclass.device.bundle import ResizePolicy
+    from edgeclass.device.pipeline.images import load_image
+    from edgeclass.device.pipeline.preprocess import resize_image
+
+    run = rundir.load_training_dir(out)
+    items = run.split_items("test")
+    size = run.input_size
+    x = np.stack([resize_image(load_image(p), size, size, ResizePolicy.CENTER_CROP) for p, _ in items]).astype(np.float32)
+    model = keras.models.load_model(out / rundir.MODEL)
+    return model.predict(x, verbose=0), np.array([y for _, y in items]), run
+
+
+def test_report_measures_calibration_and_explains_images(trained):
+    from edgeclass.device.pipeline import calibration
+
+    _, out, _ = trained
+    metrics = json.loads((out / "report" / "metrics.json").read_text())
+    probs, y, run = _test_scores(out)
+    cal = metrics["calibration"]
+    # ECE on the test split of the model as saved, 15 bins, recomputed here from the model's own scores.
+    assert cal["split"] == "test" and cal["bins"] == calibration.DEFAULT_BINS
+    assert cal["ece"] == pytest.approx(calibration.expected_calibration_error(*calibration.top1(probs, y)), abs=2e-4)
+    assert cal["val"]["images"] == len(run.split["val"]) and 0 < cal["val"]["p_calibrated"] <= 1
+    if "temperature" in cal:  # fitted on validation: the test scores after it are recomputed the same way
+        after = calibration.scale_scores(probs, cal["temperature"])
+        assert cal["ece_after"] == pytest.approx(calibration.expected_calibration_error(*calibration.top1(after, y)), abs=2e-4)
+    else:
+        assert "ece_after" not in cal and cal["decision"]
+    assert (out / "report" / "reliability.png").stat().st_size > 0
+
+    index = json.loads((out / "report" / "gradcam" / "gradcam.json").read_text())
+    rows = {item["path"]: i for i, item in enumerate(run.split["test"])}
+    wrong = int((probs.argmax(1) != y).sum())
+    assert sum(e["kind"] == "worst" for e in index) == min(12, wrong)
+    assert {e["true"] for e in index if e["kind"] == "correct"} <= set(CLASSES)
+    for entry in index:
+        k = rows[entry["path"]]  # every explained image is a test image, with the model's own answer and score
+        assert entry["true"] == CLASSES[y[k]] and entry["predicted"] == CLASSES[probs[k].argmax()]
+        assert entry["score"] == pytest.approx(probs[k].max(), abs=1e-4)
+        assert (entry["kind"] == "worst") == (entry["true"] != entry["predicted"])
+        for key in ("image", "heat_predicted") + (("heat_true",) if entry["kind"] == "worst" else ()):
+            assert (out / "report" / "gradcam" / entry[key]).stat().st_size > 500, key
+    assert (out / "report" / "index.html").stat().st_size > 10_000
 
 
 def test_evaluate_reproduces_the_training_report(trained, tmp_path):
