@@ -1,7 +1,8 @@
 """The evaluation report: ``metrics.json``, a text report and PNG figures.
 
-Metrics are computed with numpy from (true, predicted) label indices, so the
-report needs neither scikit-learn nor TensorFlow; figures use matplotlib's
+Metrics come from :mod:`edgeclass.device.pipeline.metrics` (numpy only, the
+same figures the device's ``bundle evaluate`` reports), so the report needs
+neither scikit-learn nor TensorFlow; figures use matplotlib's
 Agg backend (no display needed).
 """
 
@@ -14,6 +15,12 @@ from typing import Callable
 
 import numpy as np
 
+from edgeclass.device.pipeline.metrics import (  # noqa: F401  (compute_metrics, confusion_matrix: part of this module's API)
+    classification_table,
+    compute_metrics,
+    confusion_matrix,
+)
+
 log = logging.getLogger(__name__)
 
 METRICS = "metrics.json"
@@ -24,60 +31,9 @@ WORST_PNG = "worst_misclassified.png"
 RELIABILITY_PNG = "reliability.png"
 
 
-def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
-    """``cm[t, p]`` = how many images of true class ``t`` were predicted ``p``."""
-    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(cm, (np.asarray(y_true, np.int64), np.asarray(y_pred, np.int64)), 1)
-    return cm
-
-
-def compute_metrics(y_true, y_pred, labels: list[str] | tuple[str, ...]) -> dict:
-    """Accuracy, per-class precision/recall/f1/support, macro and weighted averages, confusion matrix."""
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    cm = confusion_matrix(y_true, y_pred, len(labels))
-    tp = np.diag(cm).astype(float)
-    predicted, support = cm.sum(axis=0).astype(float), cm.sum(axis=1).astype(float)
-    # A class never predicted has precision 0 (not NaN), as scikit-learn's zero_division=0.
-    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
-    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
-    denom = precision + recall
-    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
-    per_class = {
-        label: {"precision": round(float(precision[i]), 4), "recall": round(float(recall[i]), 4),
-                "f1": round(float(f1[i]), 4), "support": int(support[i])}
-        for i, label in enumerate(labels)
-    }
-    total = support.sum()
-    present = support > 0
-
-    def avg(values: np.ndarray, weights: np.ndarray | None) -> float:
-        if weights is None:
-            return round(float(values[present].mean()) if present.any() else 0.0, 4)
-        return round(float((values * weights).sum() / total) if total else 0.0, 4)
-
-    return {
-        "accuracy": round(float(tp.sum() / total) if total else 0.0, 4),
-        "num_images": int(total),
-        "per_class": per_class,
-        "macro_avg": {"precision": avg(precision, None), "recall": avg(recall, None), "f1": avg(f1, None), "support": int(total)},
-        "weighted_avg": {"precision": avg(precision, support), "recall": avg(recall, support), "f1": avg(f1, support), "support": int(total)},
-        "labels": list(labels),
-        "confusion_matrix": cm.tolist(),
-    }
-
-
 def text_report(metrics: dict) -> str:
-    """A classification report in scikit-learn's familiar layout."""
-    width = max(12, *(len(label) for label in metrics["per_class"]))
-    head = f"{'':>{width}} {'precision':>9} {'recall':>9} {'f1-score':>9} {'support':>9}"
-    rows = [head, ""]
-    for label, m in metrics["per_class"].items():
-        rows.append(f"{label:>{width}} {m['precision']:9.3f} {m['recall']:9.3f} {m['f1']:9.3f} {m['support']:9d}")
-    rows.append("")
-    rows.append(f"{'accuracy':>{width}} {'':9} {'':9} {metrics['accuracy']:9.3f} {metrics['num_images']:9d}")
-    for key, name in (("macro_avg", "macro avg"), ("weighted_avg", "weighted avg")):
-        m = metrics[key]
-        rows.append(f"{name:>{width}} {m['precision']:9.3f} {m['recall']:9.3f} {m['f1']:9.3f} {m['support']:9d}")
+    """A classification report in scikit-learn's familiar layout, then the train/val gap."""
+    rows = classification_table(metrics).rstrip("\n").split("\n")
     gap = metrics.get("train_val_gap")
     if gap:
         rows += ["", f"train accuracy {gap['train_accuracy']:.3f}, val accuracy {gap['val_accuracy']:.3f}, "
