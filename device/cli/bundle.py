@@ -1,8 +1,9 @@
-"""``edgeclass bundle create|info|install|rollback``: make, inspect and install bundles."""
+"""``edgeclass bundle create|info|evaluate|install|rollback``: make, inspect, measure and install bundles."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -91,6 +92,77 @@ def _verify_inference(path: Path) -> None:
 
 def _fmt(values) -> str:
     return f"{values[0]:g}" if len(set(values)) == 1 else "[" + ", ".join(f"{v:g}" for v in values) + "]"
+
+
+@bundle_app.command("evaluate")
+def bundle_evaluate(
+    bundle: Path = typer.Argument(..., help="Bundle directory."),
+    dataset: Path = typer.Argument(..., help="A folder with one sub-folder of images per label; with --split-file, the folder its paths are relative to."),
+    split_file: Optional[Path] = typer.Option(None, "--split-file", help="A training run's split.json (or the run directory): evaluate one of its splits."),
+    split: Optional[str] = typer.Option(None, "--split", help="Which split of --split-file: train, val or test (default test)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object: accuracy, images, per_class, machine, backend, ..."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write metrics.json, report.txt (and confusion_matrix.png where matplotlib is installed) into this folder."),
+    predictions: Optional[Path] = typer.Option(None, "--predictions", help="Write one JSON line per image (path, label, predicted, top_k, latency) to this file."),
+    max_images: Optional[int] = typer.Option(None, "--max-images", min=1, help="Evaluate a stratified sample of at most this many images."),
+    top: int = typer.Option(3, "--top-k", "-k", min=1, help="Also report top-k accuracy for this k (and keep k labels per image in --predictions)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Interpreter threads (default: all cores)."),
+    edgetpu: str = typer.Option("auto", "--edgetpu", help="auto, on or off."),
+) -> None:
+    """Measure a bundle's accuracy on labelled images on this machine, through the same path as 'run'.
+
+    Reports accuracy, per-class precision/recall/F1, the confusion matrix,
+    top-k accuracy, inference latency, and the interpreter and machine it ran
+    on, next to the accuracy bundle.json recorded when the bundle was made.
+    """
+    from ..bundle import load_bundle
+    from ..pipeline.classifier import EdgeTPU, open_classifier
+    from ..pipeline.dataset import list_class_folders, read_split_file, stratified_sample
+    from ..pipeline.evaluate import evaluate, report_text, write_predictions, write_report
+
+    if split is not None and split_file is None:
+        raise EdgeclassError("--split needs --split-file (a training run's split.json)")
+    b = load_bundle(bundle)
+    if split_file is not None:
+        items = read_split_file(split_file, split or "test", dataset, b.labels)
+        source = {"dataset": str(dataset), "split_file": str(split_file), "split": split or "test"}
+    else:
+        items = list_class_folders(dataset, b.labels)
+        source = {"dataset": str(dataset), "split_file": None, "split": None}
+    if max_images is not None and max_images < len(items):
+        items = stratified_sample(items, max_images)
+        source["sampled"] = max_images
+    for path in (output, predictions):
+        if path is not None and path.resolve().is_relative_to(Path(dataset).resolve()):
+            raise EdgeclassError(f"{path}: is inside the dataset folder {dataset}; write results elsewhere (the dataset is never written to)")
+    classifier = open_classifier(b, num_threads=threads, edgetpu=_choice(EdgeTPU, edgetpu, "--edgetpu"))
+    with _progress_bar("evaluating", len(items), enabled=not as_json) as advance:
+        result = evaluate(b, classifier, items, k=top, on_image=lambda _r: advance(), source=source)
+    if not result.results:
+        raise EdgeclassError(f"{dataset}: none of the {len(items)} images could be read")
+    if predictions is not None:
+        write_predictions(result, predictions)
+    if output is not None:
+        write_report(result, output)
+    if as_json:
+        typer.echo(json.dumps(result.to_json()))
+    else:
+        typer.echo(report_text(result), nl=False)
+
+
+def _progress_bar(description: str, total: int, enabled: bool):
+    """A rich progress bar on stderr when it is a terminal; otherwise nothing (logs and pipes stay clean)."""
+    import contextlib
+
+    if not (enabled and sys.stderr.isatty()):
+        return contextlib.nullcontext(lambda: None)
+    from rich.progress import Progress
+
+    @contextlib.contextmanager
+    def bar():
+        with Progress(transient=True) as progress:
+            task = progress.add_task(description, total=total)
+            yield lambda: progress.advance(task)
+    return bar()
 
 
 @bundle_app.command("install")

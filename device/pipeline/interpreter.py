@@ -27,6 +27,12 @@ _MODULES = {
     "tflite_runtime": "tflite_runtime.interpreter",
     "tensorflow": "tensorflow.lite",
 }
+# The distributions that install each backend (for reporting which version ran).
+_DISTRIBUTIONS = {
+    "ai_edge_litert": ("ai-edge-litert", "ai-edge-litert-nightly"),
+    "tflite_runtime": ("tflite-runtime",),
+    "tensorflow": ("tensorflow", "tensorflow-cpu", "tf-nightly"),
+}
 EDGETPU_OP = b"edgetpu-custom-op"
 EDGETPU_LIBRARY = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"}.get(
     platform.system(), "libedgetpu.so.1"
@@ -60,6 +66,18 @@ def find_backend(preferred: str | None = None) -> Backend:
     raise ModelError(
         "no TFLite interpreter is installed (" + "; ".join(failures) + "): pip install 'edgeclass[device]' (ai-edge-litert)"
     )
+
+
+def backend_version(name: str) -> str | None:
+    """The installed version of backend ``name`` (``"2.3.0"``), or None when its distribution is unknown."""
+    from importlib import metadata
+
+    for dist in _DISTRIBUTIONS.get(name, ()):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
 
 
 def has_edgetpu_op(model: Path | bytes) -> bool:

@@ -1,0 +1,227 @@
+"""Measuring a bundle's accuracy on labelled images, on the machine that will run it: ``bundle evaluate``.
+
+Every image goes the way a frame goes in ``edgeclass run``: decoded by
+:func:`~.images.load_image`, turned into the input tensor by the bundle's
+:class:`~.preprocess.Preprocessor`, scored by the classifier that
+:func:`~.classifier.open_classifier` builds (the Edge TPU model when it can
+run, else the CPU model). So the accuracy printed is the accuracy of this
+device's whole path: its decoder, its interpreter build and its CPU's int8
+kernels, which is not exactly the workstation's.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from ..bundle import Bundle
+from ..errors import ImageError
+from .classifier import Classifier, top_k
+from .dataset import LabelledImage
+from .images import load_image
+from .interpreter import backend_version
+from .machine import describe_machine, machine_summary
+from .metrics import classification_table, compute_metrics, confusion_text
+from .preprocess import Preprocessor
+
+DEFAULT_TOP_K = 3
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """One image's answer: its true label, the top-k labels and scores, and the inference time."""
+
+    rel: str
+    label: str
+    top: list  # [(label, score)], best first
+    latency_ms: float
+
+    @property
+    def predicted(self) -> str:
+        return self.top[0][0]
+
+    def to_json(self) -> dict:
+        return {"path": self.rel, "label": self.label, "predicted": self.predicted,
+                "score": round(self.top[0][1], 6), "correct": self.predicted == self.label,
+                "top_k": [{"label": name, "score": round(score, 6)} for name, score in self.top],
+                "latency_ms": round(self.latency_ms, 3)}
+
+
+@dataclass
+class Evaluation:
+    """The results of :func:`evaluate` and everything needed to say where they came from."""
+
+    bundle: Bundle
+    results: list[ImageResult]
+    skipped: list[tuple[str, str]]  # (path, why)
+    k: int
+    backend: dict
+    machine: dict
+    source: dict = field(default_factory=dict)  # dataset, split file, split
+
+    def metrics(self) -> dict:
+        index = {label: i for i, label in enumerate(self.bundle.labels)}
+        y_true = [index[r.label] for r in self.results]
+        y_pred = [index[r.predicted] for r in self.results]
+        return compute_metrics(y_true, y_pred, self.bundle.labels)
+
+    def to_json(self) -> dict:
+        """The ``--json`` object (and ``metrics.json`` of ``-o DIR``)."""
+        m = self.metrics()
+        latencies = [r.latency_ms for r in self.results]
+        in_top = sum(r.label in [name for name, _ in r.top] for r in self.results)
+        return {
+            "bundle": self.bundle.name,
+            "bundle_path": str(self.bundle.path),
+            **self.source,
+            "images": len(self.results),
+            "skipped": [{"path": p, "error": e} for p, e in self.skipped],
+            "accuracy": m["accuracy"],
+            "correct": sum(r.predicted == r.label for r in self.results),
+            "top_k": self.k,
+            "top_k_accuracy": round(in_top / len(self.results), 4) if self.results else 0.0,
+            "per_class": m["per_class"],
+            "macro_avg": m["macro_avg"],
+            "weighted_avg": m["weighted_avg"],
+            "labels": m["labels"],
+            "confusion_matrix": m["confusion_matrix"],
+            "latency_ms": _percentiles(latencies),
+            "backend": self.backend,
+            "machine": self.machine,
+            "bundle_metrics": _recorded(self.bundle),
+        }
+
+
+def _percentiles(values: Sequence[float]) -> dict:
+    if not values:
+        return {"p50": None, "p95": None, "mean": None}
+    return {"p50": round(float(np.percentile(values, 50)), 3), "p95": round(float(np.percentile(values, 95)), 3),
+            "mean": round(statistics.fmean(values), 3)}
+
+
+def _recorded(bundle: Bundle) -> dict:
+    """What the bundle says its accuracy was when it was made, and on which machine."""
+    keys = ("int8_accuracy", "float_accuracy", "float_tflite_accuracy", "agreement", "split", "test_images", "measured_on")
+    return {k: bundle.metrics[k] for k in keys if k in bundle.metrics}
+
+
+def describe_backend(classifier: Classifier) -> dict:
+    """Which interpreter ran the model, where, with how many threads."""
+    return {"interpreter": classifier.backend, "version": backend_version(classifier.backend),
+            "model": classifier.model_path.name, "edgetpu": classifier.on_edgetpu, "threads": classifier.num_threads}
+
+
+def evaluate(bundle: Bundle, classifier: Classifier, items: Iterable[LabelledImage], k: int = DEFAULT_TOP_K,
+             on_image: Callable[[ImageResult | None], None] | None = None, source: dict | None = None) -> Evaluation:
+    """Classify every labelled image through the device's path; unreadable files are skipped and listed.
+
+    ``on_image`` is called after each image (with None for a skipped one), for progress.
+    Latency is the interpreter's time per image (set input, invoke, read
+    scores); decoding and preprocessing are not in it.
+    """
+    preprocess = Preprocessor(bundle.input)
+    k = max(1, min(k, len(bundle.labels)))
+    results, skipped = [], []
+    for item in items:
+        try:
+            rgb = load_image(item.path)
+        except ImageError as exc:
+            skipped.append((item.rel, str(exc)))
+            if on_image:
+                on_image(None)
+            continue
+        tensor = preprocess(rgb)
+        start = time.perf_counter()
+        scores = classifier.scores(tensor)
+        ms = (time.perf_counter() - start) * 1000
+        result = ImageResult(item.rel, item.label, [(s.label, s.score) for s in top_k(scores, bundle.labels, k)], ms)
+        results.append(result)
+        if on_image:
+            on_image(result)
+    return Evaluation(bundle, results, skipped, k, describe_backend(classifier), describe_machine(), dict(source or {}))
+
+
+def report_text(evaluation: Evaluation) -> str:
+    """The human-readable report: what ran where, accuracy, latency, per-class table, confusion matrix."""
+    data = evaluation.to_json()
+    backend, lat = data["backend"], data["latency_ms"]
+    where = "Edge TPU" if backend["edgetpu"] else "CPU"
+    count = backend["threads"]
+    threads = f", {count} thread{'s' if count != 1 else ''}" if count else ""
+    source = data.get("dataset", "")
+    if data.get("split_file"):
+        source += f", {data['split']} split of {data['split_file']}"
+    lines = [
+        f"bundle      {data['bundle']} ({backend['model']} on the {where}, "
+        f"{' '.join(filter(None, (backend['interpreter'], backend['version'])))}{threads})",
+        f"machine     {machine_summary(data['machine'])}",
+        f"images      {data['images']} from {source}" + (f" ({len(data['skipped'])} unreadable, skipped)" if data["skipped"] else ""),
+        f"accuracy    {data['accuracy']:.2%} ({data['correct']} of {data['images']}), top-{data['top_k']} {data['top_k_accuracy']:.2%}",
+    ]
+    if lat["p50"] is not None:
+        timing = f"latency     p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms per inference"
+        if data["machine"].get("emulated"):
+            timing += " (emulated: not this CPU's speed)"
+        lines.append(timing)
+    recorded = data["bundle_metrics"]
+    if "int8_accuracy" in recorded:
+        on = recorded.get("measured_on")
+        lines.append(f"bundle.json int8 {recorded['int8_accuracy']:.2%} on {recorded.get('test_images', '?')} "
+                     f"{recorded.get('split', 'test')} images" + (f", measured on {machine_summary(on)}" if on else ""))
+    lines += ["", classification_table({**data, "num_images": data["images"]}).rstrip("\n"), "", "confusion matrix (rows: true label, columns: predicted)",
+              confusion_text(data["confusion_matrix"], data["labels"]).rstrip("\n")]
+    lines += [f"skipped {s['path']}: {s['error']}" for s in data["skipped"]]
+    return "\n".join(lines) + "\n"
+
+
+def write_predictions(evaluation: Evaluation, path: Path) -> None:
+    """One JSON object per image, in dataset order (the file ``--predictions`` names)."""
+    with open(path, "w", encoding="utf-8") as fh:
+        for result in evaluation.results:
+            fh.write(json.dumps(result.to_json()) + "\n")
+
+
+def write_report(evaluation: Evaluation, out_dir: Path) -> list[Path]:
+    """``metrics.json``, ``report.txt`` and, where matplotlib is installed, ``confusion_matrix.png``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = [out_dir / "metrics.json", out_dir / "report.txt"]
+    written[0].write_text(json.dumps(evaluation.to_json(), indent=2) + "\n", encoding="utf-8")
+    written[1].write_text(report_text(evaluation), encoding="utf-8")
+    png = _plot_confusion(evaluation, out_dir / "confusion_matrix.png")
+    return written + ([png] if png else [])
+
+
+def _plot_confusion(evaluation: Evaluation, path: Path) -> Path | None:
+    """A confusion-matrix PNG, or None without matplotlib (the device extra does not install it)."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use("Agg")  # files only: a Pi over ssh has no display
+    import matplotlib.pyplot as plt
+
+    data = evaluation.to_json()
+    cm, labels = np.asarray(data["confusion_matrix"]), data["labels"]
+    n = len(labels)
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(max(4, 0.6 * n + 2), max(3.5, 0.6 * n + 1.5)))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), labels, rotation=45, ha="right")
+    ax.set_yticks(range(n), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{data['machine']['machine']}: accuracy {data['accuracy']:.3f} on {data['images']} images")
+    if n <= 30:
+        for t in range(n):
+            for p in range(n):
+                ax.text(p, t, str(cm[t, p]), ha="center", va="center", fontsize=8, color="white" if norm[t, p] > 0.5 else "black")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
