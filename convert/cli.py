@@ -75,6 +75,7 @@ def convert(
 
     from .pipeline import ConvertOptions, convert_training_dir
     from edgeclass.train.progress import progress_bar
+    from edgeclass.device.pipeline.machine import machine_summary
 
     options = ConvertOptions(
         io=io.value, per_tensor=per_tensor, calibration_size=calibration_size, bias_correction=bias_correction,
@@ -102,6 +103,8 @@ def convert(
         line += f", int8 {_kib(sizes['int8_tflite_bytes'])} ({sizes['int8_tflite_bytes'] / sizes['float_tflite_bytes']:.0%} of float)"
     typer.echo(line + f"; converted in {m['conversion_seconds']:.1f} s")
     typer.echo(f"calibrated  {result.calibration_text.partition(': ')[2]}")
+    typer.echo(f"measured on {machine_summary(m['measured_on'])} (a Pi's Arm CPU may answer a few images differently: "
+               "'edgeclass bundle evaluate' there measures its own accuracy)")
     typer.echo(f"edge tpu    pre-flight: {result.preflight.summary()}")
     if edgetpu_check:
         _print_table(result.preflight)

@@ -32,6 +32,7 @@ from edgeclass.device.pipeline.calibration import MODES, TemperatureDecision, de
 from edgeclass.device.pipeline.classifier import EdgeTPU, open_classifier
 from edgeclass.device.errors import BundleError, EdgeclassError
 from edgeclass.device.pipeline.interpreter import make_interpreter
+from edgeclass.device.pipeline.machine import describe_machine
 from edgeclass.device.bundle import InputSpec, ResizePolicy
 from edgeclass.device.pipeline.preprocess import Preprocessor
 from edgeclass.train.rundir import DATASET, TrainingDir, TrainingDirError, load_training_dir
@@ -179,6 +180,9 @@ def convert_training_dir(training_dir: str | Path, out_dir: str | Path, options:
         log.info("%s", calibration["summary"])
 
         preflight = check_edgetpu(bundle_model)
+        # Which machine measured these accuracies: another machine (a Pi's Arm cores) may round a few
+        # values differently, so a figure is only exact for its machine; 'bundle evaluate' measures on the device.
+        measured_on = describe_machine()
         sizes = {"keras_bytes": td.model_path.stat().st_size, "float_tflite_bytes": built.float_path.stat().st_size}
         if built.int8_path is not None:
             sizes["int8_tflite_bytes"] = built.int8_path.stat().st_size
@@ -186,6 +190,7 @@ def convert_training_dir(training_dir: str | Path, out_dir: str | Path, options:
         metrics["gate"] = gate
         metrics["calibration"] = compact(calibration)
         metrics["model_sizes"] = sizes
+        metrics["measured_on"] = measured_on
         metrics["conversion_seconds"] = round(
             seconds["export"] + seconds.get("convert_int8", seconds["convert_float"]) + seconds.get("bias_correction", 0.0), 2)
         report_dir = write_report(work / "report", comparison, metrics, extra={"edgetpu_preflight": preflight.to_json()},
