@@ -41,6 +41,8 @@ class ImageResult:
     label: str
     top: list  # [(label, score)], best first
     latency_ms: float
+    label_index: int  # the true label's output index
+    predicted_index: int
 
     @property
     def predicted(self) -> str:
@@ -66,9 +68,8 @@ class Evaluation:
     source: dict = field(default_factory=dict)  # dataset, split file, split
 
     def metrics(self) -> dict:
-        index = {label: i for i, label in enumerate(self.bundle.labels)}
-        y_true = [index[r.label] for r in self.results]
-        y_pred = [index[r.predicted] for r in self.results]
+        y_true = [r.label_index for r in self.results]
+        y_pred = [r.predicted_index for r in self.results]
         return compute_metrics(y_true, y_pred, self.bundle.labels)
 
     def to_json(self) -> dict:
@@ -76,6 +77,7 @@ class Evaluation:
         m = self.metrics()
         latencies = [r.latency_ms for r in self.results]
         in_top = sum(r.label in [name for name, _ in r.top] for r in self.results)
+        correct = sum(r.predicted_index == r.label_index for r in self.results)
         return {
             "bundle": self.bundle.name,
             "bundle_path": str(self.bundle.path),
@@ -83,7 +85,7 @@ class Evaluation:
             "images": len(self.results),
             "skipped": [{"path": p, "error": e} for p, e in self.skipped],
             "accuracy": m["accuracy"],
-            "correct": sum(r.predicted == r.label for r in self.results),
+            "correct": correct,
             "top_k": self.k,
             "top_k_accuracy": round(in_top / len(self.results), 4) if self.results else 0.0,
             "per_class": m["per_class"],
@@ -127,6 +129,9 @@ def evaluate(bundle: Bundle, classifier: Classifier, items: Iterable[LabelledIma
     """
     preprocess = Preprocessor(bundle.input)
     k = max(1, min(k, len(bundle.labels)))
+    index: dict[str, int] = {}
+    for i, label in enumerate(bundle.labels):
+        index.setdefault(label, i)  # a repeated label (ImageNet's "crane") counts as its first output
     results, skipped = [], []
     for item in items:
         try:
@@ -140,7 +145,9 @@ def evaluate(bundle: Bundle, classifier: Classifier, items: Iterable[LabelledIma
         start = time.perf_counter()
         scores = classifier.scores(tensor)
         ms = (time.perf_counter() - start) * 1000
-        result = ImageResult(item.rel, item.label, [(s.label, s.score) for s in top_k(scores, bundle.labels, k)], ms)
+        top = [(s.label, s.score) for s in top_k(scores, bundle.labels, k)]
+        predicted = int(np.argmax(scores))  # the first best index, as top_k breaks ties
+        result = ImageResult(item.rel, item.label, top, ms, index[item.label], index[bundle.labels[predicted]])
         results.append(result)
         if on_image:
             on_image(result)

@@ -17,6 +17,16 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -
     return cm
 
 
+def unique_names(labels) -> list[str]:
+    """The labels, a repeated one suffixed with its index ("crane", ..., "crane [518]"): ImageNet has repeats."""
+    seen: set[str] = set()
+    out = []
+    for i, label in enumerate(labels):
+        out.append(label if label not in seen else f"{label} [{i}]")
+        seen.add(label)
+    return out
+
+
 def compute_metrics(y_true, y_pred, labels: list[str] | tuple[str, ...]) -> dict:
     """Accuracy, per-class precision/recall/f1/support, macro and weighted averages, confusion matrix."""
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
@@ -31,7 +41,7 @@ def compute_metrics(y_true, y_pred, labels: list[str] | tuple[str, ...]) -> dict
     per_class = {
         label: {"precision": round(float(precision[i]), 4), "recall": round(float(recall[i]), 4),
                 "f1": round(float(f1[i]), 4), "support": int(support[i])}
-        for i, label in enumerate(labels)
+        for i, label in enumerate(unique_names(labels))
     }
     total = support.sum()
     present = support > 0
