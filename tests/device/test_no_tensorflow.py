@@ -42,11 +42,15 @@ def test_running_device_commands_loads_no_tensorflow(colour_bundle, tmp_path):
 
     image = tmp_path / "red.png"
     cv2.imwrite(str(image), cv2.cvtColor(colour_frame("red"), cv2.COLOR_RGB2BGR))
+    dataset = tmp_path / "dataset"
+    (dataset / "red").mkdir(parents=True)
+    cv2.imwrite(str(dataset / "red" / "red.png"), cv2.cvtColor(colour_frame("red"), cv2.COLOR_RGB2BGR))
     modules = _modules_after(f"""
         import sys
         from edgeclass.device.cli import app
         for argv in (["predict", "-b", {str(colour_bundle)!r}, {str(image)!r}],
                      ["bundle", "info", {str(colour_bundle)!r}, "--verify"],
+                     ["bundle", "evaluate", {str(colour_bundle)!r}, {str(dataset)!r}, "--json"],
                      ["run", "-b", {str(colour_bundle)!r}, "-s", {str(tmp_path)!r}, "--max-frames", "1"]):
             try:
                 app(argv, standalone_mode=False)
@@ -54,4 +58,5 @@ def test_running_device_commands_loads_no_tensorflow(colour_bundle, tmp_path):
                 pass
     """)
     assert "edgeclass.device.pipeline.classifier" in modules and "edgeclass.device.pipeline.loop" in modules
+    assert "edgeclass.device.pipeline.evaluate" in modules
     assert _heavy(modules) == []
