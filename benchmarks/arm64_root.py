@@ -43,7 +43,9 @@ from pathlib import Path
 CACHE = Path(os.environ.get("EDGECLASS_ARM64_CACHE", "/var/cache/edgeclass-ci/arm64"))
 MIRROR = os.environ.get("EDGECLASS_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 SUITES = {"bookworm": "3.11", "trixie": "3.13"}  # suite -> its python3
-PACKAGES = ("python3", "python3-venv", "ca-certificates")
+# No ca-certificates: pip uses the host's CA bundle (copied in), and the package's
+# post-install script alone takes minutes under emulation (a process per certificate).
+PACKAGES = ("python3", "python3-venv")
 ROOT_RECIPE = 1  # bump when the way a root is built changes
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
 BINFMT_CONF = Path("/usr/lib/binfmt.d/qemu-aarch64.conf")
@@ -108,12 +110,14 @@ class Root:
             check: bool = True) -> subprocess.CompletedProcess:
         """Run ``argv`` inside the root (a private mount namespace with /proc mounted); capture text output."""
         script = 'mount -t proc proc "$1/proc" && shift && exec chroot "$@"'
-        full_env = {"PATH": f"{VENV}/bin:/usr/local/bin:/usr/bin:/bin", "HOME": "/root", "LANG": "C.UTF-8",
-                    "TMPDIR": "/tmp", **(env or {})}
-        if qemu_cpu:
-            full_env["QEMU_CPU"] = qemu_cpu
+        inner = {"PATH": f"{VENV}/bin:/usr/local/bin:/usr/bin:/bin", "HOME": "/root", "LANG": "C.UTF-8",
+                 "TMPDIR": "/tmp", **(env or {})}
+        outer = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+        if qemu_cpu:  # read by every qemu-aarch64 the kernel starts, so in both environments
+            inner["QEMU_CPU"] = outer["QEMU_CPU"] = qemu_cpu
+        argv = ["/usr/bin/env", "-i", *(f"{k}={v}" for k, v in inner.items()), *argv]
         result = subprocess.run(["unshare", "--mount", "--fork", "sh", "-c", script, "sh", str(self.path), str(self.path), *argv],
-                                capture_output=True, text=True, env=full_env, timeout=timeout, stdin=subprocess.DEVNULL)
+                                capture_output=True, text=True, env=outer, timeout=timeout, stdin=subprocess.DEVNULL)
         if check and result.returncode != 0:
             tail = (result.stderr or result.stdout).strip().splitlines()[-15:]
             raise RuntimeError(f"{self.suite}: {' '.join(argv)} exited {result.returncode}:\n" + "\n".join(tail))
