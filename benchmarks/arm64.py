@@ -147,18 +147,14 @@ def lay_out_coral(work: Path) -> bool:
 
 
 def compare(x86: dict, arm: dict) -> dict:
-    """Image-by-image comparison of two ``--predictions`` lists of the same photos."""
-    theirs = {p["path"]: p for p in arm["predictions"]}
-    if set(theirs) != {p["path"] for p in x86["predictions"]}:
-        raise RuntimeError("x86 and arm64 evaluated different images")
-    differ = [{"path": p["path"], "label": p["label"], "x86": [p["predicted"], p["score"]],
-               "arm64": [theirs[p["path"]]["predicted"], theirs[p["path"]]["score"]]}
-              for p in x86["predictions"] if p["predicted"] != theirs[p["path"]]["predicted"]]
-    scores = [abs(p["score"] - theirs[p["path"]]["score"]) for p in x86["predictions"]]
-    n = len(x86["predictions"])
-    return {"images": n, "x86_accuracy": x86["accuracy"], "arm64_accuracy": arm["accuracy"],
-            "agreement": round(1 - len(differ) / n, 4) if n else None,
-            "max_top1_score_difference": round(max(scores), 4) if scores else None, "disagree": differ}
+    """x86 and arm64 image by image (:func:`edgeclass.device.pipeline.evaluate.compare_predictions`)."""
+    from edgeclass.device.pipeline.evaluate import compare_predictions
+
+    c = compare_predictions(x86["predictions"], arm["predictions"])
+    return {"images": c["images"], "x86_accuracy": c["reference_accuracy"], "arm64_accuracy": c["other_accuracy"],
+            "agreement": c["agreement"], "max_top1_score_difference": c["max_score_difference"],
+            "disagree": [{"path": d["path"], "label": d["label"], "x86": d["reference"], "arm64": d["other"]}
+                         for d in c["disagree"]]}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -232,3 +232,26 @@ def _plot_confusion(evaluation: Evaluation, path: Path) -> Path | None:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def compare_predictions(reference: Sequence[dict], other: Sequence[dict]) -> dict:
+    """Image-by-image comparison of two ``--predictions`` lists of the same photos (say x86 and the Pi).
+
+    Returns both accuracies, the top-1 agreement, the largest difference of
+    the top-1 score, and every image whose top-1 label differs.
+    """
+    theirs = {p["path"]: p for p in other}
+    if set(theirs) != {p["path"] for p in reference} or len(theirs) != len(reference):
+        raise ValueError("the two prediction lists are not of the same images")
+    disagree = [{"path": p["path"], "label": p["label"], "reference": [p["predicted"], p["score"]],
+                 "other": [theirs[p["path"]]["predicted"], theirs[p["path"]]["score"]]}
+                for p in reference if p["predicted"] != theirs[p["path"]]["predicted"]]
+    n = len(reference)
+    return {
+        "images": n,
+        "reference_accuracy": round(sum(p["correct"] for p in reference) / n, 4) if n else None,
+        "other_accuracy": round(sum(p["correct"] for p in other) / n, 4) if n else None,
+        "agreement": round(1 - len(disagree) / n, 4) if n else None,
+        "max_score_difference": round(max(abs(p["score"] - theirs[p["path"]]["score"]) for p in reference), 4) if n else None,
+        "disagree": disagree,
+    }

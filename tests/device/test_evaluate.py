@@ -226,3 +226,21 @@ def test_coral_mobilenet_on_its_reference_photos(coral_bundle, shared_data, tmp_
     assert out["per_class"]["Egyptian cat"]["recall"] == 1.0 and out["per_class"]["military uniform"]["recall"] == 1.0
     assert out["per_class"]["goldfinch, Carduelis carduelis"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
     assert len(out["per_class"]) == 1001 and "crane [518]" in out["per_class"] and out["top_k"] == 5
+
+
+def test_compare_predictions_lists_every_image_that_differs(colour_bundle, colour_data, tmp_path):
+    from edgeclass.device.pipeline.evaluate import compare_predictions
+
+    result = _evaluate(colour_bundle, colour_data, "--predictions", tmp_path / "a.jsonl", "--json")
+    assert result.returncode == 0, result.stderr
+    reference = [json.loads(line) for line in (tmp_path / "a.jsonl").read_text().splitlines()]
+    other = [dict(p) for p in reversed(reference)]  # order does not matter, paths do
+    flipped = next(p for p in other if p["correct"])
+    flipped.update(predicted="blue" if flipped["label"] != "blue" else "red", score=0.5, correct=False)
+    c = compare_predictions(reference, other)
+    assert c["images"] == 13 and c["agreement"] == round(12 / 13, 4)
+    assert c["reference_accuracy"] == round(10 / 13, 4) and c["other_accuracy"] == round(9 / 13, 4)
+    assert [d["path"] for d in c["disagree"]] == [flipped["path"]]
+    assert c["disagree"][0]["other"] == [flipped["predicted"], 0.5]
+    with pytest.raises(ValueError, match="not of the same images"):
+        compare_predictions(reference, other[1:])
