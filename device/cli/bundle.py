@@ -103,6 +103,7 @@ def bundle_evaluate(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object: accuracy, images, per_class, machine, backend, ..."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write metrics.json, report.txt (and confusion_matrix.png where matplotlib is installed) into this folder."),
     predictions: Optional[Path] = typer.Option(None, "--predictions", help="Write one JSON line per image (path, label, predicted, top_k, latency) to this file."),
+    compare: Optional[Path] = typer.Option(None, "--compare-with", help="The -o folder of this evaluation on another machine (the workstation): report its accuracy there and the top-1 agreement, image by image."),
     max_images: Optional[int] = typer.Option(None, "--max-images", min=1, help="Evaluate a stratified sample of at most this many images."),
     top: int = typer.Option(3, "--top-k", "-k", min=1, help="Also report top-k accuracy for this k (and keep k labels per image in --predictions)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Interpreter threads (default: all cores)."),
@@ -117,7 +118,8 @@ def bundle_evaluate(
     from ..bundle import load_bundle
     from ..pipeline.classifier import EdgeTPU, open_classifier
     from ..pipeline.dataset import list_class_folders, read_split_file, stratified_sample
-    from ..pipeline.evaluate import evaluate, report_text, write_predictions, write_report
+    from ..pipeline.evaluate import (check_same_photos, compare_with, evaluate, read_evaluation, report_text,
+                                     write_predictions, write_report)
 
     if split is not None and split_file is None:
         raise EdgeclassError("--split needs --split-file (a training run's split.json)")
@@ -134,11 +136,16 @@ def bundle_evaluate(
     for path in (output, predictions):
         if path is not None and path.resolve().is_relative_to(Path(dataset).resolve()):
             raise EdgeclassError(f"{path}: is inside the dataset folder {dataset}; write results elsewhere (the dataset is never written to)")
+    if compare is not None:
+        other = read_evaluation(compare)
+        check_same_photos(compare, other[1], [item.rel for item in items])
     classifier = open_classifier(b, num_threads=threads, edgetpu=_choice(EdgeTPU, edgetpu, "--edgetpu"))
     with _progress_bar("evaluating", len(items), enabled=not as_json) as advance:
         result = evaluate(b, classifier, items, k=top, on_image=lambda _r: advance(), source=source)
     if not result.results:
         raise EdgeclassError(f"{dataset}: none of the {len(items)} images could be read")
+    if compare is not None:
+        result.compared_with = compare_with(result, compare, *other)
     if predictions is not None:
         write_predictions(result, predictions)
     if output is not None:

@@ -21,7 +21,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from ..bundle import Bundle
-from ..errors import ImageError
+from ..errors import EdgeclassError, ImageError
 from .classifier import Classifier, top_k
 from .dataset import LabelledImage
 from .images import load_image
@@ -31,6 +31,10 @@ from .metrics import classification_table, compute_metrics, confusion_text
 from .preprocess import Preprocessor
 
 DEFAULT_TOP_K = 3
+
+
+class EvaluationError(EdgeclassError):
+    """An evaluation cannot be compared or written as asked."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,7 @@ class Evaluation:
     backend: dict
     machine: dict
     source: dict = field(default_factory=dict)  # dataset, split file, split
+    compared_with: dict | None = None  # another machine's evaluation of the same photos (see compare_with)
 
     def metrics(self) -> dict:
         y_true = [r.label_index for r in self.results]
@@ -97,7 +102,11 @@ class Evaluation:
             "backend": self.backend,
             "machine": self.machine,
             "bundle_metrics": _recorded(self.bundle),
+            "compared_with": self.compared_with,
         }
+
+    def predictions(self) -> list[dict]:
+        return [r.to_json() for r in self.results]
 
 
 def _percentiles(values: Sequence[float]) -> dict:
@@ -181,23 +190,36 @@ def report_text(evaluation: Evaluation) -> str:
         on = recorded.get("measured_on")
         lines.append(f"bundle.json int8 {recorded['int8_accuracy']:.2%} on {recorded.get('test_images', '?')} "
                      f"{recorded.get('split', 'test')} images" + (f", measured on {machine_summary(on)}" if on else ""))
+    other = data["compared_with"]
+    if other:
+        drop = other["drop_pp"]
+        change = f"{abs(drop):.2f} points {'lower' if drop >= 0 else 'higher'} here"
+        lines.append(f"compared    {other['accuracy']:.2%} on the same {other['images']} images on "
+                     f"{machine_summary(other['machine'] or {})}: {change}, top-1 agreement {other['agreement']:.2%}")
+        lines += [f"differs     {d['path']}: {d['other'][0]} {d['other'][1]:.3f} here, {d['reference'][0]} {d['reference'][1]:.3f} there"
+                  for d in other["disagree"]]
     lines += ["", classification_table({**data, "num_images": data["images"]}).rstrip("\n"), "", "confusion matrix (rows: true label, columns: predicted)",
               confusion_text(data["confusion_matrix"], data["labels"]).rstrip("\n")]
     lines += [f"skipped {s['path']}: {s['error']}" for s in data["skipped"]]
     return "\n".join(lines) + "\n"
 
 
+PREDICTIONS = "predictions.jsonl"
+
+
 def write_predictions(evaluation: Evaluation, path: Path) -> None:
     """One JSON object per image, in dataset order (the file ``--predictions`` names)."""
     with open(path, "w", encoding="utf-8") as fh:
-        for result in evaluation.results:
-            fh.write(json.dumps(result.to_json()) + "\n")
+        for line in evaluation.predictions():
+            fh.write(json.dumps(line) + "\n")
 
 
 def write_report(evaluation: Evaluation, out_dir: Path) -> list[Path]:
-    """``metrics.json``, ``report.txt`` and, where matplotlib is installed, ``confusion_matrix.png``."""
+    """``metrics.json``, ``report.txt``, ``predictions.jsonl`` and, where matplotlib is installed,
+    ``confusion_matrix.png``; such a folder is what ``--compare-with`` reads."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = [out_dir / "metrics.json", out_dir / "report.txt"]
+    written = [out_dir / "metrics.json", out_dir / "report.txt", out_dir / PREDICTIONS]
+    write_predictions(evaluation, written[2])
     written[0].write_text(json.dumps(evaluation.to_json(), indent=2) + "\n", encoding="utf-8")
     written[1].write_text(report_text(evaluation), encoding="utf-8")
     png = _plot_confusion(evaluation, out_dir / "confusion_matrix.png")
@@ -255,3 +277,38 @@ def compare_predictions(reference: Sequence[dict], other: Sequence[dict]) -> dic
         "max_score_difference": round(max(abs(p["score"] - theirs[p["path"]]["score"]) for p in reference), 4) if n else None,
         "disagree": disagree,
     }
+
+
+def read_evaluation(folder: Path) -> tuple[dict, list[dict]]:
+    """``(metrics, predictions)`` of another evaluation's ``-o`` folder, or :class:`EvaluationError` naming it."""
+    folder = Path(folder)
+    try:
+        metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+        lines = (folder / PREDICTIONS).read_text(encoding="utf-8").splitlines()
+        return metrics, [json.loads(line) for line in lines if line.strip()]
+    except FileNotFoundError as exc:
+        raise EvaluationError(f"{folder}: no {Path(exc.filename).name} (expected the -o folder of another "
+                              "'edgeclass bundle evaluate')") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise EvaluationError(f"{folder}: not an evaluation folder ({exc})") from None
+
+
+def check_same_photos(folder: Path, predictions: Sequence[dict], rels: Sequence[str]) -> None:
+    """Refuse to compare with an evaluation of other photos (before spending time on this one)."""
+    if sorted(p["path"] for p in predictions) != sorted(rels):
+        raise EvaluationError(f"{folder}: evaluated {len(predictions)} other images than these {len(rels)}; "
+                              "compare evaluations of the same photos")
+
+
+def compare_with(evaluation: Evaluation, folder: Path, metrics: dict, theirs: Sequence[dict]) -> dict:
+    """This evaluation next to another machine's of the same photos: its accuracy, machine, the agreement.
+
+    ``drop_pp`` is how many accuracy points this machine is below the other
+    one on these images (negative: above).
+    """
+    check_same_photos(folder, theirs, [r.rel for r in evaluation.results])
+    c = compare_predictions(theirs, evaluation.predictions())
+    return {"folder": str(folder), "machine": metrics.get("machine"), "backend": metrics.get("backend"),
+            "images": c["images"], "accuracy": c["reference_accuracy"], "agreement": c["agreement"],
+            "drop_pp": round(100 * (c["reference_accuracy"] - c["other_accuracy"]), 3) if c["images"] else None,
+            "max_score_difference": c["max_score_difference"], "disagree": c["disagree"]}

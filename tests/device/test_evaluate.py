@@ -244,3 +244,24 @@ def test_compare_predictions_lists_every_image_that_differs(colour_bundle, colou
     assert c["disagree"][0]["other"] == [flipped["predicted"], 0.5]
     with pytest.raises(ValueError, match="not of the same images"):
         compare_predictions(reference, other[1:])
+
+
+def test_compare_with_another_evaluation_folder(colour_bundle, colour_data, tmp_path):
+    """-o DIR from one machine, --compare-with DIR on another (here: the same machine, so they agree)."""
+    first = _evaluate(colour_bundle, colour_data, "-o", tmp_path / "workstation", "--threads", "2")
+    assert first.returncode == 0, first.stderr
+    assert len((tmp_path / "workstation" / "predictions.jsonl").read_text().splitlines()) == 13
+    second = _evaluate(colour_bundle, colour_data, "--compare-with", tmp_path / "workstation", "--json", "--threads", "1")
+    assert second.returncode == 0, second.stderr
+    other = json.loads(second.stdout)["compared_with"]
+    assert other["images"] == 13 and other["accuracy"] == round(10 / 13, 4)
+    assert other["agreement"] == 1.0 and other["drop_pp"] == 0.0 and other["disagree"] == []
+    assert other["machine"]["machine"] == platform.machine() and other["backend"]["threads"] == 2
+    text = _evaluate(colour_bundle, colour_data, "--compare-with", tmp_path / "workstation").stdout
+    assert "compared    76.92% on the same 13 images on " in text and "0.00 points lower here, top-1 agreement 100.00%" in text
+
+    fewer = _evaluate(colour_bundle, colour_data, "--compare-with", tmp_path / "workstation", "--max-images", "5")
+    assert fewer.returncode == 2
+    assert fewer.stderr == f"error: {tmp_path / 'workstation'}: evaluated 13 other images than these 5; compare evaluations of the same photos\n"
+    missing = _evaluate(colour_bundle, colour_data, "--compare-with", tmp_path)
+    assert missing.stderr == f"error: {tmp_path}: no metrics.json (expected the -o folder of another 'edgeclass bundle evaluate')\n"
