@@ -35,6 +35,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -43,9 +44,7 @@ from pathlib import Path
 CACHE = Path(os.environ.get("EDGECLASS_ARM64_CACHE", "/var/cache/edgeclass-ci/arm64"))
 MIRROR = os.environ.get("EDGECLASS_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 SUITES = {"bookworm": "3.11", "trixie": "3.13"}  # suite -> its python3
-# No ca-certificates: pip uses the host's CA bundle (copied in), and the package's
-# post-install script alone takes minutes under emulation (a process per certificate).
-PACKAGES = ("python3", "python3-venv")
+PACKAGES = ("python3", "python3-venv", "ca-certificates")
 ROOT_RECIPE = 1  # bump when the way a root is built changes
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
 BINFMT_CONF = Path("/usr/lib/binfmt.d/qemu-aarch64.conf")
@@ -83,6 +82,19 @@ def prepare_emulation() -> None:
         raise Unavailable(f"{entry} is registered but disabled")
 
 
+def _run(argv: list[str], *, timeout: float, env: dict | None = None) -> subprocess.CompletedProcess:
+    """subprocess.run in a session of its own, so a timeout ends every process it started (qemu children too)."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                            env=env, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise RuntimeError(f"{' '.join(argv[:8])} ... did not finish in {timeout:.0f} s") from None
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
 def _digest(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -116,8 +128,8 @@ class Root:
         if qemu_cpu:  # read by every qemu-aarch64 the kernel starts, so in both environments
             inner["QEMU_CPU"] = outer["QEMU_CPU"] = qemu_cpu
         argv = ["/usr/bin/env", "-i", *(f"{k}={v}" for k, v in inner.items()), *argv]
-        result = subprocess.run(["unshare", "--mount", "--fork", "sh", "-c", script, "sh", str(self.path), str(self.path), *argv],
-                                capture_output=True, text=True, env=outer, timeout=timeout, stdin=subprocess.DEVNULL)
+        result = _run(["unshare", "--mount", "--fork", "sh", "-c", script, "sh", str(self.path), str(self.path), *argv],
+                      env=outer, timeout=timeout)
         if check and result.returncode != 0:
             tail = (result.stderr or result.stdout).strip().splitlines()[-15:]
             raise RuntimeError(f"{self.suite}: {' '.join(argv)} exited {result.returncode}:\n" + "\n".join(tail))
@@ -138,22 +150,33 @@ def ensure_root(suite: str, log=print) -> Root:
         if (path / ".edgeclass-root-complete").is_file():
             return Root(suite, path)
         for stale in CACHE.glob(f"{suite}-*"):  # older recipes and half-built roots
-            if stale != path:
-                shutil.rmtree(stale, ignore_errors=True)
-        shutil.rmtree(path, ignore_errors=True)
+            _remove(stale)
         log(f"[{suite}] debootstrap --arch=arm64 --variant=minbase {suite} (first run on this machine)")
         start = time.monotonic()
-        result = subprocess.run(["debootstrap", "--arch=arm64", "--variant=minbase", f"--include={','.join(PACKAGES)}",
-                                 suite, str(path), MIRROR], capture_output=True, text=True, timeout=1800,
-                                stdin=subprocess.DEVNULL)
+        try:
+            result = _run(["debootstrap", "--arch=arm64", "--variant=minbase", f"--include={','.join(PACKAGES)}",
+                           suite, str(path), MIRROR], timeout=3600)
+        except RuntimeError:
+            _remove(path)
+            raise
         if result.returncode != 0:
             log_file = path / "debootstrap" / "debootstrap.log"
             detail = log_file.read_text()[-2000:] if log_file.is_file() else (result.stderr or result.stdout)[-2000:]
-            shutil.rmtree(path, ignore_errors=True)
+            _remove(path)
             raise RuntimeError(f"debootstrap {suite} failed (exit {result.returncode}):\n{detail}")
         _fake_sys(path)
         (path / ".edgeclass-root-complete").write_text(key + "\n")
         return Root(suite, path, built_seconds=time.monotonic() - start)
+
+
+def _remove(path: Path) -> None:
+    """Delete a (half-built) root; first unmount what an interrupted debootstrap left mounted in it (its /proc)."""
+    prefix = str(path.resolve()) + "/"
+    with open("/proc/mounts") as fh:
+        points = [line.split()[1] for line in fh if line.split()[1].startswith(prefix)]
+    for point in sorted(points, key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _fake_sys(path: Path) -> None:
@@ -218,7 +241,7 @@ def ensure_venv(root: Root, checkout: Path, log=print) -> None:
         start = time.monotonic()
         root.run(["python3", "-m", "venv", VENV], timeout=600)
         # setuptools and wheel in the venv let later runs reinstall the checkout without build isolation.
-        root.run([f"{VENV}/bin/pip", "install", "-q", f"{SRC}[device]", "setuptools>=77", "wheel"], timeout=1800)
+        root.run([f"{VENV}/bin/pip", "install", "-q", f"{SRC}[device]", "setuptools>=77", "wheel"], timeout=3600)
         marker.write_text(key + "\n")
         root.venv_seconds = time.monotonic() - start
         return
