@@ -40,8 +40,18 @@ def colour_data(tmp_path_factory) -> Path:
 
 
 def _evaluate(*args, **kwargs):
-    result = edgeclass("bundle", "evaluate", *args, **kwargs)
-    return result
+    """``edgeclass bundle evaluate ARGS`` in a fresh process, as a user runs it."""
+    return edgeclass("bundle", "evaluate", *args, **kwargs)
+
+
+def _refused(*args) -> str:
+    """The one-line error of ``bundle evaluate ARGS``, run in this process (the refusals need no interpreter)."""
+    from edgeclass.device.cli import app
+    from edgeclass.device.errors import EdgeclassError
+
+    with pytest.raises(EdgeclassError) as caught:
+        app(["bundle", "evaluate", *map(str, args)], standalone_mode=False)
+    return f"error: {caught.value}\n"
 
 
 def test_folder_dataset_figures_are_exact(colour_bundle, colour_data, tmp_path):
@@ -138,44 +148,38 @@ def test_split_file_refusals(colour_bundle, colour_data, tmp_path):
     doc = _split_doc(colour_data, with_hashes=True)
     doc["test"][2]["sha256"] = "f" * 64
     split.write_text(json.dumps(doc))
-    changed = _evaluate(colour_bundle, colour_data, "--split-file", split)
-    assert changed.returncode == 2 and f"1 test photo(s) differ from the ones {split} recorded (first: {doc['test'][2]['path']})" in changed.stderr
+    changed = _refused(colour_bundle, colour_data, "--split-file", split)
+    assert f"1 test photo(s) differ from the ones {split} recorded (first: {doc['test'][2]['path']})" in changed
 
     doc = _split_doc(colour_data, with_hashes=False)
     doc["test"].append({"path": "red/red_0.jpg", "label": "purple"})
     split.write_text(json.dumps(doc))
-    unknown = _evaluate(colour_bundle, colour_data, "--split-file", split)
-    assert unknown.returncode == 2
-    assert unknown.stderr.startswith(f"error: {split} (test split): label(s) purple are not among the bundle's 3 labels (red, green, blue)")
+    unknown = _refused(colour_bundle, colour_data, "--split-file", split)
+    assert unknown.startswith(f"error: {split} (test split): label(s) purple are not among the bundle's 3 labels (red, green, blue)")
 
     split.write_text("{not json")
-    assert _evaluate(colour_bundle, colour_data, "--split-file", split).stderr.startswith(f"error: {split}: not valid JSON")
-    no_split = _evaluate(colour_bundle, colour_data, "--split", "val")
-    assert no_split.returncode == 2 and no_split.stderr == "error: --split needs --split-file (a training run's split.json)\n"
-    for result in (missing, changed, unknown, no_split):
-        assert "Traceback" not in result.stderr
+    assert _refused(colour_bundle, colour_data, "--split-file", split).startswith(f"error: {split}: not valid JSON")
+    assert _refused(colour_bundle, colour_data, "--split", "val") == "error: --split needs --split-file (a training run's split.json)\n"
+    assert "Traceback" not in missing.stderr
 
 
 def test_folder_refusals_and_the_dataset_is_never_written(colour_bundle, colour_data, tmp_path):
     before = sorted((p, p.stat().st_mtime_ns) for p in colour_data.rglob("*"))
-    inside = _evaluate(colour_bundle, colour_data, "-o", colour_data / "report")
-    assert inside.returncode == 2 and "is inside the dataset folder" in inside.stderr
+    assert "is inside the dataset folder" in _refused(colour_bundle, colour_data, "-o", colour_data / "report")
     assert sorted((p, p.stat().st_mtime_ns) for p in colour_data.rglob("*")) == before
 
     other = tmp_path / "other"
     (other / "red").mkdir(parents=True)
     (other / "cats").mkdir()
-    unknown = _evaluate(colour_bundle, other)
-    assert unknown.returncode == 2
-    assert unknown.stderr.startswith(f"error: {other}: label(s) cats are not among the bundle's 3 labels (red, green, blue)")
+    assert _refused(colour_bundle, other).startswith(
+        f"error: {other}: label(s) cats are not among the bundle's 3 labels (red, green, blue)")
 
     presplit = tmp_path / "presplit"
     for name in ("train", "test"):
         (presplit / name / "red").mkdir(parents=True)
-    refused = _evaluate(colour_bundle, presplit)
-    assert refused.returncode == 2 and f"holds train/test folders, not class folders; pass one of them (for example {presplit / 'test'})" in refused.stderr
-
-    assert _evaluate(colour_bundle, tmp_path / "nothing").stderr.startswith(f"error: {tmp_path / 'nothing'}: no such dataset folder")
+    assert (f"holds train/test folders, not class folders; pass one of them (for example {presplit / 'test'})"
+            in _refused(colour_bundle, presplit))
+    assert _refused(colour_bundle, tmp_path / "nothing").startswith(f"error: {tmp_path / 'nothing'}: no such dataset folder")
 
 
 def test_unreadable_files_are_skipped_and_listed(colour_bundle, colour_data, tmp_path):
@@ -260,8 +264,7 @@ def test_compare_with_another_evaluation_folder(colour_bundle, colour_data, tmp_
     text = _evaluate(colour_bundle, colour_data, "--compare-with", tmp_path / "workstation").stdout
     assert "compared    76.92% on the same 13 images on " in text and "0.00 points lower here, top-1 agreement 100.00%" in text
 
-    fewer = _evaluate(colour_bundle, colour_data, "--compare-with", tmp_path / "workstation", "--max-images", "5")
-    assert fewer.returncode == 2
-    assert fewer.stderr == f"error: {tmp_path / 'workstation'}: evaluated 13 other images than these 5; compare evaluations of the same photos\n"
-    missing = _evaluate(colour_bundle, colour_data, "--compare-with", tmp_path)
-    assert missing.stderr == f"error: {tmp_path}: no metrics.json (expected the -o folder of another 'edgeclass bundle evaluate')\n"
+    fewer = _refused(colour_bundle, colour_data, "--compare-with", tmp_path / "workstation", "--max-images", "5")
+    assert fewer == f"error: {tmp_path / 'workstation'}: evaluated 13 other images than these 5; compare evaluations of the same photos\n"
+    missing = _refused(colour_bundle, colour_data, "--compare-with", tmp_path)
+    assert missing == f"error: {tmp_path}: no metrics.json (expected the -o folder of another 'edgeclass bundle evaluate')\n"
