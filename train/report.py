@@ -19,6 +19,7 @@ from edgeclass.device.pipeline.metrics import (  # noqa: F401  (compute_metrics,
     classification_table,
     compute_metrics,
     confusion_matrix,
+    plot_confusion_matrices,
 )
 
 log = logging.getLogger(__name__)
@@ -54,32 +55,6 @@ def plot_confusion(metrics: dict, path: Path) -> None:
     """Confusion matrix PNG of one evaluation (``metrics`` from :func:`compute_metrics`)."""
     title = f"accuracy {metrics['accuracy']:.3f} on {metrics['num_images']} images"
     plot_confusion_matrices([(title, np.asarray(metrics["confusion_matrix"]))], metrics["labels"], path)
-
-
-def plot_confusion_matrices(panels: list[tuple[str, np.ndarray]], labels, path: Path) -> None:
-    """Confusion matrices side by side, one panel per ``(title, matrix)``: counts written in the
-    cells, colours normalised per row (the recall of each true class). Train and convert both draw with it."""
-    plt = _pyplot()
-    n = len(labels)
-    size = max(4.0, 0.6 * n + 2)
-    fig, axes = plt.subplots(1, len(panels), figsize=(size * len(panels), max(3.5, 0.6 * n + 1.5)), squeeze=False)
-    for ax, (title, cm) in zip(axes[0], panels):
-        cm = np.asarray(cm)
-        norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-        ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-        ax.set_xticks(range(n), labels, rotation=45, ha="right")
-        ax.set_yticks(range(n), labels)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        ax.set_title(title)
-        if n <= 30:  # counts become unreadable beyond that
-            for t in range(n):
-                for p in range(n):
-                    ax.text(p, t, str(cm[t, p]), ha="center", va="center", fontsize=8,
-                            color="white" if norm[t, p] > 0.5 else "black")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def plot_curves(history: list[dict], path: Path) -> None:

@@ -11,6 +11,7 @@ kernels, which is not exactly the workstation's.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import statistics
 import time
@@ -27,7 +28,7 @@ from .dataset import LabelledImage
 from .images import load_image
 from .interpreter import backend_version
 from .machine import describe_machine, machine_summary
-from .metrics import classification_table, compute_metrics, confusion_text
+from .metrics import classification_table, compute_metrics, confusion_text, plot_confusion_matrices
 from .preprocess import Preprocessor
 
 DEFAULT_TOP_K = 3
@@ -228,31 +229,11 @@ def write_report(evaluation: Evaluation, out_dir: Path) -> list[Path]:
 
 def _plot_confusion(evaluation: Evaluation, path: Path) -> Path | None:
     """A confusion-matrix PNG, or None without matplotlib (the device extra does not install it)."""
-    try:
-        import matplotlib
-    except ImportError:
+    if importlib.util.find_spec("matplotlib") is None:
         return None
-    matplotlib.use("Agg")  # files only: a Pi over ssh has no display
-    import matplotlib.pyplot as plt
-
     data = evaluation.to_json()
-    cm, labels = np.asarray(data["confusion_matrix"]), data["labels"]
-    n = len(labels)
-    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(max(4, 0.6 * n + 2), max(3.5, 0.6 * n + 1.5)))
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(n), labels, rotation=45, ha="right")
-    ax.set_yticks(range(n), labels)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(f"{data['machine']['machine']}: accuracy {data['accuracy']:.3f} on {data['images']} images")
-    if n <= 30:
-        for t in range(n):
-            for p in range(n):
-                ax.text(p, t, str(cm[t, p]), ha="center", va="center", fontsize=8, color="white" if norm[t, p] > 0.5 else "black")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    title = f"{data['machine']['machine']}: accuracy {data['accuracy']:.3f} on {data['images']} images"
+    plot_confusion_matrices([(title, np.asarray(data["confusion_matrix"]))], data["labels"], path)
     return path
 
 

@@ -1,8 +1,10 @@
 """Classification metrics from (true, predicted) label indices, with numpy only.
 
-The trainer's report, ``edgeclass evaluate`` and the device's ``bundle
-evaluate`` compute their figures here, so a number means the same thing on
-the workstation and on the Pi, and neither needs scikit-learn.
+The trainer's report, ``edgeclass evaluate``, the converter's report and the
+device's ``bundle evaluate`` compute (and draw) their figures here, so a
+number means the same thing on the workstation and on the Pi, and neither
+needs scikit-learn. Drawing needs matplotlib, which only the workstation
+install has; it is imported when a figure is drawn.
 """
 
 from __future__ import annotations
@@ -87,3 +89,33 @@ def confusion_text(matrix, labels) -> str:
     for label, row in zip(labels, matrix):
         rows.append(f"{label:<{width}}" + "".join(f"{int(v):>{cell}}" for v in row))
     return "\n".join(rows) + "\n"
+
+
+def plot_confusion_matrices(panels: list[tuple[str, np.ndarray]], labels, path) -> None:
+    """Confusion matrices side by side, one panel per ``(title, matrix)``: counts written in the
+    cells, colours normalised per row (the recall of each true class). Needs matplotlib."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never try to open a window (a Pi over ssh has no display)
+    import matplotlib.pyplot as plt
+
+    n = len(labels)
+    size = max(4.0, 0.6 * n + 2)
+    fig, axes = plt.subplots(1, len(panels), figsize=(size * len(panels), max(3.5, 0.6 * n + 1.5)), squeeze=False)
+    for ax, (title, cm) in zip(axes[0], panels):
+        cm = np.asarray(cm)
+        norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+        ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+        ax.set_xticks(range(n), labels, rotation=45, ha="right")
+        ax.set_yticks(range(n), labels)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(title)
+        if n <= 30:  # counts become unreadable beyond that
+            for t in range(n):
+                for p in range(n):
+                    ax.text(p, t, str(cm[t, p]), ha="center", va="center", fontsize=8,
+                            color="white" if norm[t, p] > 0.5 else "black")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
