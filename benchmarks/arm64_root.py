@@ -231,20 +231,23 @@ def copy_checkout(root: Root, checkout: Path) -> None:
 
 def ensure_venv(root: Root, checkout: Path, log=print) -> None:
     """``pip install '<checkout>[device]'`` into the root's venv (full when pyproject.toml changed, else --no-deps)."""
-    copy_checkout(root, checkout)
-    _network_files(root)
-    key = _digest((checkout / "pyproject.toml").read_text())
-    marker = root.host_path(VENV) / ".edgeclass-deps"
-    if not (marker.is_file() and marker.read_text().strip() == key):
-        shutil.rmtree(root.host_path(VENV), ignore_errors=True)
-        log(f"[{root.suite}] python3 -m venv {VENV} && pip install '{SRC}[device]' (dependencies changed or first run)")
+    with _locked(f"{root.suite}-venv"):  # two runs on one machine must not pip into one venv at once
+        copy_checkout(root, checkout)
+        _network_files(root)
+        key = _digest((checkout / "pyproject.toml").read_text())
+        marker = root.host_path(VENV) / ".edgeclass-deps"
+        if not (marker.is_file() and marker.read_text().strip() == key):
+            start = time.monotonic()
+            if not root.host_path(f"{VENV}/bin/python").exists():
+                log(f"[{root.suite}] python3 -m venv {VENV} (first run)")
+                root.run(["python3", "-m", "venv", VENV], timeout=600)
+            # Into the existing venv when only the dependencies changed: pip adds what is new.
+            # setuptools and wheel let later runs reinstall the checkout without build isolation.
+            log(f"[{root.suite}] pip install '{SRC}[device]' (dependencies changed or first run)")
+            root.run([f"{VENV}/bin/pip", "install", "-q", f"{SRC}[device]", "setuptools>=77", "wheel"], timeout=3600)
+            marker.write_text(key + "\n")
+            root.venv_seconds = time.monotonic() - start
+            return
         start = time.monotonic()
-        root.run(["python3", "-m", "venv", VENV], timeout=600)
-        # setuptools and wheel in the venv let later runs reinstall the checkout without build isolation.
-        root.run([f"{VENV}/bin/pip", "install", "-q", f"{SRC}[device]", "setuptools>=77", "wheel"], timeout=3600)
-        marker.write_text(key + "\n")
-        root.venv_seconds = time.monotonic() - start
-        return
-    start = time.monotonic()
-    root.run([f"{VENV}/bin/pip", "install", "-q", "--no-deps", "--no-build-isolation", "--force-reinstall", SRC], timeout=900)
-    root.refresh_seconds = time.monotonic() - start
+        root.run([f"{VENV}/bin/pip", "install", "-q", "--no-deps", "--no-build-isolation", "--force-reinstall", SRC], timeout=900)
+        root.refresh_seconds = time.monotonic() - start
