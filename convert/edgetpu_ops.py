@@ -20,6 +20,12 @@ Unsupported ops *before* the first mappable op (a float->int8 QUANTIZE on a
 float-input model) stay on the CPU without ending the TPU segment, as the real
 compiler does with a model's input quantize.
 
+Each operator's *version* is checked too (:mod:`.edgetpu_versions`): the
+compiler refuses a whole model that holds a version newer than it knows, so
+an op whose version no compiled model has shown is reported as "unverified:
+compiler 16 may reject MEAN v3", never as "will run", and a version the
+compiler is known to refuse means nothing runs on the TPU.
+
 This module reads the flatbuffer with :mod:`edgeclass.convert.tflite_graph`
 and never imports TensorFlow.
 """
@@ -32,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from .edgetpu_versions import check_version
 from .tflite_graph import Graph, OpInfo, TensorInfo, read_graph
 
 log = logging.getLogger(__name__)
@@ -72,9 +79,16 @@ class OpVerdict:
 
     index: int
     name: str
-    on_tpu: bool
+    on_tpu: bool  # predicted to run on the TPU, its version included
     reason: str | None = None  # why it runs on the CPU (None when on the TPU)
     supported: bool = True  # meets the TPU's rules on its own (may still be on the CPU after a cut)
+    version: int = 1
+    unverified: str | None = None  # meets the rules, but no compiled model shows the compiler accepts this version
+
+    @property
+    def mappable(self) -> bool:
+        """On the TPU if the compiler accepts its version (True for a known version)."""
+        return self.on_tpu or self.unverified is not None
 
 
 @dataclass(frozen=True)
@@ -84,6 +98,7 @@ class Preflight:
     model: Path
     ops: tuple[OpVerdict, ...]
     already_compiled: bool = False
+    refused: str | None = None  # an operator version the compiler refuses: the model does not compile
 
     @property
     def total(self) -> int:
@@ -98,16 +113,24 @@ class Preflight:
         return self.total > 0 and self.on_tpu == self.total
 
     @property
+    def unverified(self) -> list[OpVerdict]:
+        return [v for v in self.ops if v.unverified]
+
+    def unverified_versions(self) -> list[str]:
+        """``["MEAN v3", ...]``: each operator version no compiled model vouches for, once."""
+        return list(dict.fromkeys(f"{v.name} v{v.version}" for v in self.unverified))
+
+    @property
     def first_cpu_op(self) -> OpVerdict | None:
         """The op where the graph falls back to the CPU (the compiler's cut point)."""
         started = False
         for verdict in self.ops:
-            if verdict.on_tpu:
+            if verdict.mappable:
                 started = True
             elif started:
                 return verdict
         # No cut after a TPU segment: report the first CPU op at all, if any.
-        return next((v for v in self.ops if not v.on_tpu), None)
+        return next((v for v in self.ops if not v.mappable), None)
 
     def summary(self) -> str:
         """One line: the verdict a user needs."""
@@ -116,14 +139,22 @@ class Preflight:
         if self.total == 0:
             return f"{self.model.name}: the model has no operators"
         head = f"{self.model.name}: {self.on_tpu} of {self.total} ops will run on the Edge TPU"
+        if self.refused:
+            return head + f": {self.refused}"
+        unverified = self.unverified
+        if unverified:
+            versions = ", ".join(self.unverified_versions())
+            head += (f", {len(unverified)} more only if the compiler accepts their version "
+                     f"(unverified: compiler 16 may reject {versions})")
         first = self.first_cpu_op
         if first is None:
-            return head + " (fully mapped)"
+            return head + ("" if unverified else " (fully mapped)")
         return head + f"; falls back to the CPU at op #{first.index} {first.name}: {first.reason}"
 
     def table(self) -> list[tuple[str, int, str]]:
         """(op name, count, status) rows, like the compiler's operator table."""
-        rows = Counter((v.name, "Mapped to Edge TPU" if v.on_tpu else (v.reason or "CPU")) for v in self.ops)
+        rows = Counter((f"{v.name} v{v.version}", "Mapped to Edge TPU" if v.on_tpu else (v.unverified or v.reason or "CPU"))
+                       for v in self.ops)
         return [(name, count, status) for (name, status), count in sorted(rows.items())]
 
     def to_json(self) -> dict:
@@ -132,10 +163,15 @@ class Preflight:
         return {
             "ops_total": self.total,
             "ops_on_tpu": self.on_tpu,
+            "ops_unverified": len(self.unverified),
             "fully_mapped": self.fully_mapped,
             "first_cpu_op": None if first is None else {"index": first.index, "op": first.name, "reason": first.reason},
+            "unverified_versions": self.unverified_versions(),
+            "refused": self.refused,
+            "op_versions": dict(sorted({v.name: v.version for v in self.ops}.items())),
             "verdict": self.summary(),
-            "rules": "Coral Edge TPU operator table and constraints (edgeclass pre-flight, not the compiler)",
+            "rules": "Coral Edge TPU operator table and constraints, operator versions against Coral's compiled models "
+                     "(edgeclass pre-flight, not the compiler)",
         }
 
 
@@ -150,6 +186,14 @@ def check_edgetpu(model_path: str | Path) -> Preflight:
         )
         return Preflight(graph.path, verdicts, already_compiled=True)
 
+    versions = {op.index: check_version(op.name, op.version) for op in graph.ops}
+    refused = next((check.note for check in versions.values() if check.status == "refused"), None)
+    if refused is not None:
+        # The compiler stops at parsing: nothing of this model reaches the TPU.
+        verdicts = tuple(OpVerdict(op.index, op.name, False, versions[op.index].note or refused, supported=False,
+                                   version=op.version) for op in graph.ops)
+        return Preflight(graph.path, verdicts, refused=refused)
+
     verdicts: list[OpVerdict] = []
     started = cut = False
     for op in graph.ops:
@@ -158,12 +202,13 @@ def check_edgetpu(model_path: str | Path) -> Preflight:
             reason = f"{op.name} calls another subgraph; the Edge TPU runs a single graph"
         if cut:
             why = reason or f"after the CPU fallback at op #{first_cut} (the compiler maps one segment)"
-            verdicts.append(OpVerdict(op.index, op.name, False, why, supported=reason is None))
+            verdicts.append(OpVerdict(op.index, op.name, False, why, supported=reason is None, version=op.version))
         elif reason is None:
             started = True
-            verdicts.append(OpVerdict(op.index, op.name, True))
+            unverified = versions[op.index].note if versions[op.index].status == "unverified" else None
+            verdicts.append(OpVerdict(op.index, op.name, unverified is None, version=op.version, unverified=unverified))
         else:
-            verdicts.append(OpVerdict(op.index, op.name, False, reason, supported=False))
+            verdicts.append(OpVerdict(op.index, op.name, False, reason, supported=False, version=op.version))
             if started:
                 cut, first_cut = True, op.index
     result = Preflight(graph.path, tuple(verdicts))

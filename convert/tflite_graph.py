@@ -59,6 +59,7 @@ class OpInfo:
     inputs: tuple[int, ...]  # tensor indices; -1 marks an omitted optional input
     outputs: tuple[int, ...]
     options: Any = None  # the schema's *OptionsT object, or None
+    version: int = 1  # the operator code's version (the converter raises it with each new feature)
 
     def option(self, name: str, default=None):
         return getattr(self.options, name, default) if self.options is not None else default
@@ -157,6 +158,7 @@ def parse_graph(buf: bytes | bytearray, path: str | Path) -> Graph:
                 inputs=tuple(int(x) for x in (op.inputs if op.inputs is not None else ())),
                 outputs=tuple(int(x) for x in (op.outputs if op.outputs is not None else ())),
                 options=op.builtinOptions,
+                version=int(code.version or 1),
             )
         )
     return Graph(

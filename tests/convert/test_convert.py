@@ -178,4 +178,8 @@ def test_default_mobilenet_v2_graph_is_fully_mapped(tiny_dataset, tmp_path):
     assert result.preflight.fully_mapped, result.preflight.summary()
     names = {v.name for v in result.preflight.ops}
     assert {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "MEAN", "FULLY_CONNECTED", "SOFTMAX"} <= names
+    # The int8 versions this converter writes; each one is in a model Coral compiled (edgetpu_versions).
+    versions = result.preflight.to_json()["op_versions"]
+    assert (versions["CONV_2D"], versions["FULLY_CONNECTED"], versions["MUL"], versions["MEAN"]) == (3, 4, 2, 2)
+    assert result.preflight.unverified == [] and result.preflight.refused is None
     assert load_bundle(tmp_path / "b").manifest["edgetpu"]["preflight"]["ops_on_tpu"] == result.preflight.total
