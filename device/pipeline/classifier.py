@@ -11,7 +11,7 @@ import numpy as np
 
 from ..bundle import Bundle, InputSpec, OutputSpec
 from ..errors import BundleError, ModelError
-from .interpreter import edgetpu_runtime_error, find_backend, make_interpreter
+from .interpreter import edgetpu_build_advice, edgetpu_runtime_error, find_backend, make_interpreter
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,8 @@ def open_classifier(bundle: Bundle, num_threads: int | None = None, edgetpu: Edg
             if problem is None:
                 use_tpu = True
             elif edgetpu is EdgeTPU.ON:
-                raise ModelError(f"{bundle.edgetpu_model_path}: --edgetpu on, but {problem}; install libedgetpu1-std")
+                raise ModelError(f"{bundle.edgetpu_model_path}: --edgetpu on, but {problem}; install the Edge TPU runtime: "
+                                 f"{edgetpu_build_advice(find_backend(backend))}")
             else:
                 log.warning("Edge TPU model present but %s: running model.tflite on the CPU", problem)
     model = bundle.edgetpu_model_path if use_tpu else bundle.model_path

@@ -110,6 +110,15 @@ def edgetpu_runtime_error() -> str | None:
     return None
 
 
+def edgetpu_build_advice(backend: Backend) -> str:
+    """Which Edge TPU runtime build this interpreter needs (libedgetpu must match its TensorFlow Lite)."""
+    version = backend_version(backend.name)
+    return (f"libedgetpu must be built against the TensorFlow Lite of this interpreter ({backend.name}"
+            f"{' ' + version if version else ''}): Google's libedgetpu1-std 16.0 is built against TensorFlow 2.5 "
+            "and crashes newer interpreters (github.com/google-coral/edgetpu/issues/812), so install a libedgetpu "
+            "built against this interpreter's TensorFlow version, or run tflite-runtime 2.5 with Google's")
+
+
 def make_interpreter(model_path: Path, num_threads: int | None = None, edgetpu: bool = False, backend: Backend | None = None):
     """Build and allocate an interpreter for ``model_path``.
 
@@ -133,15 +142,16 @@ def make_interpreter(model_path: Path, num_threads: int | None = None, edgetpu: 
         if problem is not None:
             raise ModelError(
                 f"{model_path}: compiled for the Edge TPU (contains edgetpu-custom-op) but the Edge TPU runtime "
-                f"is not available: {problem}; install libedgetpu1-std and plug in the Coral device, "
-                "or use the CPU model (model.tflite)"
+                f"is not available: {problem}; install the Edge TPU runtime and plug in the Coral device, "
+                f"or use the CPU model (model.tflite); {edgetpu_build_advice(backend)}"
                 if compiled_for_tpu
-                else f"{model_path}: Edge TPU requested but {problem}; install libedgetpu1-std"
+                else f"{model_path}: Edge TPU requested but {problem}; {edgetpu_build_advice(backend)}"
             )
         try:
             delegates.append(backend.load_delegate(EDGETPU_LIBRARY))
-        except (ValueError, OSError, RuntimeError, AttributeError) as exc:  # AttributeError: a missing symbol
-            raise ModelError(f"{model_path}: the Edge TPU delegate failed to load ({exc}); is the Coral device plugged in?") from None
+        except (ValueError, OSError, RuntimeError, AttributeError) as exc:
+            raise ModelError(f"{model_path}: the Edge TPU delegate failed to load ({exc}); is the Coral device plugged in? "
+                             f"If it is, {edgetpu_build_advice(backend)}") from None
     try:
         interpreter = backend.interpreter_class(
             model_content=content, num_threads=num_threads, experimental_delegates=delegates or None

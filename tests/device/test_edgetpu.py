@@ -227,3 +227,22 @@ def test_on_and_off_never_retry(tpu_bundle, fake_libedgetpu):
     from edgeclass.device.pipeline.edgetpu_retry import EdgeTPURetry
 
     assert EdgeTPURetry.for_classifier(b, open_classifier(b, edgetpu=EdgeTPU.OFF)) is None
+
+
+def test_the_runtime_error_says_which_build_this_interpreter_needs(tpu_bundle, coral, tmp_path):
+    """A real shared library that is not the runtime, found as libedgetpu.so.1 by the dynamic loader (a fresh process).
+
+    libedgetpu is a TFLite delegate built against one TensorFlow version; the
+    one-line error must say that, and which interpreter this is.
+    """
+    import os
+
+    (tmp_path / "lib").mkdir()
+    _loadable_non_delegate(tmp_path / "lib" / "libedgetpu.so.1")
+    proc = run_edgeclass("predict", "-b", tpu_bundle, "--edgetpu", "on", coral / "images" / "cat.bmp",
+                         env={**os.environ, "LD_LIBRARY_PATH": str(tmp_path / "lib")})
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "libedgetpu.so.1 loads but is not the Edge TPU runtime (no tflite_plugin_create_delegate)" in proc.stderr
+    assert "libedgetpu must be built against the TensorFlow Lite of this interpreter (ai_edge_litert" in proc.stderr
+    assert "built against TensorFlow 2.5" in proc.stderr and "google-coral/edgetpu/issues/812" in proc.stderr
