@@ -14,9 +14,16 @@ runs inside the emulated arm64 root too):
     python benchmarks/int8_arch_layers.py dump BUNDLE IMAGE... -o x86.npz [--no-xnnpack]
     python benchmarks/int8_arch_layers.py compare x86.npz arm64.npz
 
-``compare`` prints, per image, every operator in graph order with its output's
-largest difference in quantized steps and the share of values that differ,
-and names the first operator whose output differs.
+``compare`` prints, per image, whether the decoded photo and the input tensor
+(after the device's resize) are identical, then every operator in graph order
+with its output's largest difference in quantized steps and the share of
+values that differ, and names the first operator whose output differs.
+
+    python benchmarks/int8_arch_layers.py replay BUNDLE x86.npz arm64.npz
+
+runs the model here on the *other* machine's input tensors and compares every
+operator with that machine's dump: zero differences mean the two machines'
+int8 kernels agree bit for bit, and any disagreement comes from the input.
 """
 
 from __future__ import annotations
@@ -70,15 +77,56 @@ def dump(bundle_dir: Path, images: list[Path], out: Path, xnnpack: bool) -> None
     by_name = {d["name"]: d for d in interpreter.get_output_details()}
     arrays = {}
     for k, path in enumerate(images):
-        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], preprocess(load_image(path)))
-        interpreter.invoke()
-        for op in ops:
-            arrays[f"{k}/{op['output']}"] = interpreter.get_tensor(by_name[op["output"]]["index"]).copy()
+        rgb = load_image(path)
+        tensor = preprocess(rgb)
+        arrays[f"{k}/__decoded__"], arrays[f"{k}/__input__"] = rgb, tensor
+        for op, value in _run_all(interpreter, ops, by_name, tensor):
+            arrays[f"{k}/{op['output']}"] = value
     meta = {"images": [str(p) for p in images], "ops": ops, "xnnpack": xnnpack, "machine": describe_machine(),
             "quantization": {op["output"]: [float(by_name[op["output"]]["quantization"][0]),
                                             int(by_name[op["output"]]["quantization"][1])] for op in ops}}
     np.savez_compressed(out, __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
     print(f"{len(ops)} operators x {len(images)} images -> {out}")
+
+
+def _run_all(interpreter, ops: list[dict], by_name: dict, tensor: np.ndarray):
+    """``(op, its output)`` for every operator, for one input tensor."""
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], tensor)
+    interpreter.invoke()
+    return [(op, interpreter.get_tensor(by_name[op["output"]]["index"]).copy()) for op in ops]
+
+
+def _differing(a, b) -> int:
+    return int(np.sum(np.asarray(a).astype(np.int64) != np.asarray(b).astype(np.int64)))
+
+
+def replay(bundle_dir: Path, a_path: Path, b_path: Path) -> None:
+    """Run the model here on ``b``'s input tensors; compare every operator with ``b``'s outputs (and ``a``'s)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgeclass.device.bundle import load_bundle
+    from edgeclass.device.pipeline.machine import describe_machine
+
+    meta_a, a = _load(a_path)
+    meta_b, b = _load(b_path)
+    content, ops = all_outputs_model(load_bundle(bundle_dir).model_path.read_bytes())
+    if [o["output"] for o in ops] != [o["output"] for o in meta_b["ops"]]:
+        raise SystemExit(f"{b_path} is a dump of another model than {bundle_dir}")
+    interpreter = Interpreter(model_content=content, num_threads=1)
+    interpreter.allocate_tensors()
+    by_name = {d["name"]: d for d in interpreter.get_output_details()}
+    here = describe_machine()
+    print(f"here: {here['machine']} {here['cpu']}; inputs and reference: {meta_b['machine']['machine']} {meta_b['machine']['cpu']}")
+    for k, image in enumerate(meta_b["images"]):
+        outputs = _run_all(interpreter, ops, by_name, b[f"{k}/__input__"])
+        replayed = [op for op, value in outputs if _differing(value, b[f"{k}/{op['output']}"])]
+        print(f"\n{image}")
+        print(f"  decoded photo: {_differing(a[f'{k}/__decoded__'], b[f'{k}/__decoded__'])} values differ between the dumps; "
+              f"input tensor after resizing: {_differing(a[f'{k}/__input__'], b[f'{k}/__input__'])} of {b[f'{k}/__input__'].size}")
+        last = ops[-1]["output"]
+        print(f"  own input here: {_differing(a[f'{k}/{last}'], b[f'{k}/{last}'])} output values differ; "
+              f"on the other machine's input: {len(replayed)} of {len(ops)} operators differ"
+              + (f" (first: #{replayed[0]['index']} {replayed[0]['op']})" if replayed else " (bit-identical)"))
 
 
 def _load(path: Path):
@@ -94,6 +142,8 @@ def compare(a_path: Path, b_path: Path, as_json: bool) -> None:
     report = {"a": meta_a["machine"], "b": meta_b["machine"], "xnnpack": [meta_a["xnnpack"], meta_b["xnnpack"]], "images": []}
     for k, image in enumerate(meta_a["images"]):
         rows, first = [], None
+        inputs = {part: _differing(a[f"{k}/__{part}__"], b[f"{k}/__{part}__"]) for part in ("decoded", "input")
+                  if f"{k}/__{part}__" in a and f"{k}/__{part}__" in b}
         for op in meta_a["ops"]:
             x = a[f"{k}/{op['output']}"].astype(np.int64)
             y = b[f"{k}/{op['output']}"].astype(np.int64)
@@ -103,7 +153,7 @@ def compare(a_path: Path, b_path: Path, as_json: bool) -> None:
             if first is None and row["max_steps"] > 0:
                 first = row
             rows.append(row)
-        report["images"].append({"image": image, "first_difference": first, "ops": rows})
+        report["images"].append({"image": image, "differing_inputs": inputs, "first_difference": first, "ops": rows})
     if as_json:
         print(json.dumps(report, indent=1))
         return
@@ -112,6 +162,9 @@ def compare(a_path: Path, b_path: Path, as_json: bool) -> None:
     for item in report["images"]:
         print(f"\n{item['image']}: first difference at "
               + (f"operator {item['first_difference']['index']} {item['first_difference']['op']}" if item["first_difference"] else "none"))
+        if item["differing_inputs"]:
+            print("values that differ before the model: "
+                  + ", ".join(f"{part} {count}" for part, count in item["differing_inputs"].items()))
         print(f"{'#':>4} {'op':<20} {'max steps':>9} {'differing':>10}  output")
         for row in item["ops"]:
             print(f"{row['index']:>4} {row['op']:<20} {row['max_steps']:>9} {row['share_differing']:>10.3%}  {row['output'][:60]}")
@@ -129,9 +182,15 @@ def main(argv=None) -> None:
     c.add_argument("a", type=Path)
     c.add_argument("b", type=Path)
     c.add_argument("--json", action="store_true")
+    r = sub.add_parser("replay", help="run the model here on another machine's input tensors, compare every operator")
+    r.add_argument("bundle", type=Path)
+    r.add_argument("a", type=Path, help="this machine's dump")
+    r.add_argument("b", type=Path, help="the other machine's dump")
     args = parser.parse_args(argv)
     if args.command == "dump":
         dump(args.bundle, args.images, args.output, xnnpack=not args.no_xnnpack)
+    elif args.command == "replay":
+        replay(args.bundle, args.a, args.b)
     else:
         compare(args.a, args.b, args.json)
 
