@@ -29,11 +29,15 @@ def deploy(
     reload_command: Optional[str] = typer.Option(None, "--reload-command", help="Shell command on the device that makes the service load current, instead of systemctl (default: sudo -n systemctl reset-failed SERVICE when the unit is failed, then sudo -n systemctl reload-or-restart SERVICE)."),
     state_file: str = typer.Option("/run/edgeclass/state.json", "--state-file", help="The service's state file on the device."),
     timeout: float = typer.Option(60.0, "--timeout", min=0.0, help="Seconds to wait for the service to report healthy on the new release."),
+    verify_accuracy: Optional[Path] = typer.Option(None, "--verify-accuracy", metavar="RUN|DATASET", help="Once healthy, measure the accuracy on the device: on the test split of this training run (or split.json), or on this folder-per-class dataset, next to this machine's on the same photos; recorded on the device under ROOT/verification/."),
+    max_images: int = typer.Option(200, "--max-images", min=1, help="With --verify-accuracy: a stratified sample of at most this many photos."),
+    max_drop: float = typer.Option(1.0, "--max-drop", help="With --verify-accuracy: accuracy points the device may lose against this machine on the same photos before the deploy rolls back."),
 ) -> None:
     """Copy a bundle to a Pi over ssh, install it as a new release, start or reload the service, roll back if it is not healthy.
 
     A first deploy starts an inactive service, and one left failed by a crash
-    loop (reset-failed, then start). With --status, only report where the Pi
+    loop (reset-failed, then start). With --verify-accuracy, the Pi then
+    measures the new model's accuracy itself; a drop beyond --max-drop rolls back. With --status, only report where the Pi
     stands: edgeclass deploy --status HOST.
     """
     from ..fleet.deploy import Deployment, DeployOptions, SshTarget, show_status
@@ -57,4 +61,11 @@ def deploy(
         if show_status(target, options, echo=typer.echo).verdict() is not None:
             raise typer.Exit(code=1)
         return
-    Deployment(Path(bundle), target, options, echo=typer.echo, dry_run=dry_run).run()
+    from ..fleet.accuracy import AccuracyCheck
+
+    accuracy = None
+    if verify_accuracy is not None:
+        if not verify_accuracy.exists():
+            raise EdgeclassError(f"{verify_accuracy}: no such training run, split.json or dataset folder (--verify-accuracy)")
+        accuracy = AccuracyCheck(verify_accuracy, max_images=max_images, max_drop=max_drop)
+    Deployment(Path(bundle), target, options, echo=typer.echo, dry_run=dry_run, accuracy=accuracy).run()

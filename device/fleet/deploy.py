@@ -19,7 +19,11 @@ rollback``) and ``systemctl``, so this module only strings commands together:
    and starts an inactive one (a first deploy);
 6. poll ``edgeclass service status --json`` until the service reports healthy
    *on the new release* (and on the Edge TPU when the device insists on it);
-   otherwise ``edgeclass bundle rollback`` and bring it up again.
+7. with ``--verify-accuracy``: upload the photos staged here (:mod:`.accuracy`)
+   and run ``bundle evaluate`` of the new release on the device; its accuracy
+   more than ``--max-drop`` points below the workstation's on the same photos
+   counts as not healthy;
+   when not healthy, ``edgeclass bundle rollback`` and bring it up again.
 
 A lost connection is reported with what the device was left with, and the
 next deploy (or ``deploy --status``) says where it stands.
@@ -30,11 +34,13 @@ from __future__ import annotations
 import json
 import logging
 import shlex
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .accuracy import AccuracyCheck, Sample, device_command, stage_sample, verdict, verdict_lines
 from .device_status import DeviceStatus, describe_backend, edgetpu_problem, query_device
 from .options import DeployOptions
 from .ssh import ConnectionLost, DeployError, Session, SshTarget, last_line
@@ -55,6 +61,7 @@ class Deployment:
     options: DeployOptions = field(default_factory=DeployOptions)
     echo: Callable[[str], None] = print
     dry_run: bool = False
+    accuracy: AccuracyCheck | None = None  # --verify-accuracy: measure on the device, roll back on a drop
 
     def run(self) -> dict:
         """Deploy; return ``{"release", "previous", "status"}``; raise :class:`DeployError` after a rollback."""
@@ -64,9 +71,14 @@ class Deployment:
         self.echo(f"deploy {b.name} ({b.path}) to {self.target.host}:{self.options.root}")
         if self.dry_run:
             return self._plan(b.path)
-        with Session(self.target) as session:
-            self._session = session
-            return self._deploy(b)
+        with tempfile.TemporaryDirectory(prefix="edgeclass-accuracy-") as work:
+            # Staged and measured here before the device is touched: a bad dataset fails first.
+            self._sample = stage_sample(self.accuracy, b, Path(work)) if self.accuracy else None
+            if self._sample is not None:
+                self.echo(f"accuracy  {self._sample.summary()}")
+            with Session(self.target) as session:
+                self._session = session
+                return self._deploy(b)
 
     # -- the steps ---------------------------------------------------------------
 
@@ -91,8 +103,12 @@ class Deployment:
         has_tpu_model = b.edgetpu_model_path is not None
         try:
             problem = self._bring_up(release, has_tpu_model)
+            record = None
+            if problem is None and self._sample is not None:
+                record, problem = self._verify_accuracy(release)
             if problem is None:
-                return {"release": release, "previous": previous, "status": "healthy"}
+                return {"release": release, "previous": previous, "status": "healthy",
+                        **({"accuracy": record} if record else {})}
             if previous is None:
                 raise DeployError(f"{host}: {release} is not healthy ({problem}) and there is no previous release to "
                                   f"roll back to; it stays current (journalctl -u {opts.service} on the device says why)")
@@ -138,6 +154,35 @@ class Deployment:
                                  as_service_user=True)
         return (f"chmod -R u+rwX,go+rX -- {shlex.quote(staged)} && {install}; s=$?; "
                 f"rm -rf -- {shlex.quote(tmp)}; exit $s")
+
+    def _verify_accuracy(self, release: str) -> tuple[dict | None, str | None]:
+        """Evaluate ``release`` on the device on the staged photos: (the record, the problem or None)."""
+        session, sample = self._session, self._sample
+        tmp = session.run(f'd=$(mktemp -d {UPLOAD}) && chmod 755 "$d" && echo "$d"',
+                          "create a temporary directory").stdout.strip().splitlines()[-1]
+        remote = f"{tmp}/{sample.folder.name}"
+        try:
+            session.copy(sample.folder, tmp, f"copy {sample.images} photos to {self.target.host}:{tmp}")
+            session.run(f"chmod -R u+rwX,go+rX -- {shlex.quote(tmp)}", "make the photos readable by the service user")
+            self.echo(f"accuracy  evaluating {Path(release).name} on the device ({sample.images} photos)")
+            result = session.run(device_command(self.options, release, remote), "evaluate the bundle on the device",
+                                 check=False)
+        finally:
+            session.run(f"rm -rf -- {shlex.quote(tmp)}", "remove the temporary directory", check=False)
+        if result.returncode != 0:
+            return None, f"the accuracy check failed on the device (exit {result.returncode}): {last_line(result)}"
+        try:
+            record = verdict(json.loads(result.stdout.strip().splitlines()[-1]), self.accuracy)
+        except (json.JSONDecodeError, IndexError, KeyError):
+            return None, f"the device's bundle evaluate printed no result: {last_line(result)}"
+        for line in verdict_lines(record):
+            self.echo(line)
+        self.echo(f"accuracy  recorded on the device in {self.options.root}/verification/{Path(release).name}/")
+        if record["passed"]:
+            return record, None
+        return record, (f"accuracy on the device {record['device']['accuracy']:.2%} is {record['drop_pp']:.2f} points below "
+                        f"the workstation's {record['workstation']['accuracy']:.2%} on the same {record['images']} photos, "
+                        f"more than --max-drop {self.accuracy.max_drop:g}")
 
     def _rollback(self) -> None:
         opts = self.options
@@ -224,9 +269,19 @@ class Deployment:
         steps += [
             (f"wait up to {opts.timeout:g} s for healthy on the new release", t.ssh(opts.edgeclass(
                 "service", "status", "--json", "--state-file", opts.state_file))),
-            ("if not healthy: roll back, then start or reload again", t.ssh(opts.edgeclass(
-                "bundle", "rollback", "--root", opts.root, "--json", as_service_user=True))),
         ]
+        if self.accuracy is not None:
+            sample = f"{UPLOAD}/accuracy-sample"
+            steps += [
+                (f"copy at most {self.accuracy.max_images} photos of {self.accuracy.source} (a stratified sample) to "
+                 "STAGED/photos, then evaluate here", ["edgeclass", "bundle", "evaluate", str(bundle), "STAGED/photos",
+                                                      "--split-file", "STAGED/split.json", "-o", "STAGED/workstation"]),
+                ("copy the photos", t.scp(Path("STAGED"), UPLOAD)),
+                (f"evaluate the new release on them, record it; a drop over {self.accuracy.max_drop:g} points is not healthy",
+                 t.ssh(device_command(opts, f"{opts.root}/releases/NEW", sample))),
+            ]
+        steps.append(("if not healthy: roll back, then start or reload again", t.ssh(opts.edgeclass(
+            "bundle", "rollback", "--root", opts.root, "--json", as_service_user=True))))
         for text, argv in steps:
             self.echo(f"would: {text}: {shlex.join(argv)}")
         return {"release": None, "previous": None, "status": "dry-run"}

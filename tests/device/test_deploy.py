@@ -11,6 +11,7 @@ what is and is not real).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -27,6 +28,7 @@ from edgeclass.device.fleet.ssh import SshTarget
 from .cli_helpers import _MAIN, edgeclass
 from .pi_standin import HAVE_SSH, FakePi, Sshd, needs_ssh
 from .service_fixtures import bundles  # noqa: F401  (fixture)
+from .test_evaluate import colour_data  # noqa: F401  (fixture: 13 real photos, 3 filed under the wrong label)
 
 
 @pytest.fixture(scope="module")
@@ -248,6 +250,55 @@ def test_edgetpu_judgement_needs_all_three_conditions():
     assert edgetpu_problem(state, False) is None  # no Edge TPU model: the CPU is all there is
     assert edgetpu_problem({**state, "edgetpu_setting": "auto"}, True) is None  # auto may fall back
     assert edgetpu_problem({**state, "backend": "edgetpu"}, True) is None
+
+
+@needs_ssh
+def test_verify_accuracy_measures_on_the_device_and_records_both(sshd, pi, bundles, colour_data, tmp_path):
+    """--verify-accuracy RUN: the test split's photos go to the "Pi", which evaluates the new release itself.
+
+    The "Pi" is this machine, so its answers equal the workstation's exactly:
+    the drop is 0.00 and the agreement 100%; what differs on a real Pi is
+    measured by benchmarks/arm64.py under emulation.
+    """
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [{"path": p.relative_to(colour_data).as_posix(), "label": p.parent.name} for p in sorted(colour_data.rglob("*.*"))]
+    (run / "split.json").write_text(json.dumps({"data_dir": str(colour_data), "train": [], "val": [], "test": rows}))
+    uploads = _uploads()
+    result = _deploy(sshd, pi, bundles["v1"], "--verify-accuracy", run, "--max-images", "9")
+    assert result.returncode == 0, result.stdout + result.stderr + pi.journal_text()
+    release = pi.current()
+    out = result.stdout
+    assert f"accuracy  9 photos from a stratified sample of 9 of the test split of {run / 'split.json'}: " in out
+    assert f"accuracy  evaluating {Path(release).name} on the device (9 photos)" in out
+    assert "accuracy  drop +0.00 points (limit 1), top-1 agreement 100.00%" in out
+    assert out.index(f"healthy on {release}") < out.index("accuracy  evaluating")
+    record = json.loads((pi.root / "verification" / Path(release).name / "metrics.json").read_text())
+    assert record["images"] == 9 and record["compared_with"]["images"] == 9
+    assert record["accuracy"] == record["compared_with"]["accuracy"]
+    assert record["machine"]["machine"] == record["compared_with"]["machine"]["machine"]
+    assert len((pi.root / "verification" / Path(release).name / "predictions.jsonl").read_text().splitlines()) == 9
+    assert _uploads() <= uploads, "the uploaded photos were not removed on the device"
+
+
+@needs_ssh
+def test_an_accuracy_drop_rolls_back_like_a_failed_health_check(sshd, pi, bundles, colour_data):
+    good = pi.install_and_run(bundles["v1"])
+    # The "Pi" is this machine and agrees exactly; a negative limit (the device must beat the
+    # workstation by half a point) is how this test makes the real check fail.
+    dropped = _deploy(sshd, pi, bundles["v2"], "--verify-accuracy", colour_data, "--max-drop", "-0.5")
+    assert dropped.returncode == 2, dropped.stdout + dropped.stderr
+    assert "accuracy  drop +0.00 points (limit -0.5)" in dropped.stdout
+    assert ("did not become healthy (accuracy on the device 76.92% is 0.00 points below the workstation's 76.92% "
+            "on the same 13 photos, more than --max-drop -0.5)") in dropped.stderr
+    assert f"rolled back to {Path(good).name}, healthy again" in dropped.stderr
+    assert pi.current() == good and pi.state_json()["bundle_path"] == good
+
+
+def test_verify_accuracy_refuses_a_missing_dataset_before_connecting(bundles, tmp_path):
+    result = edgeclass("deploy", bundles["v1"], "pi@raspberrypi.invalid", "--verify-accuracy", tmp_path / "nope")
+    assert result.returncode == 2
+    assert result.stderr == f"error: {tmp_path / 'nope'}: no such training run, split.json or dataset folder (--verify-accuracy)\n"
 
 
 @needs_ssh
