@@ -264,7 +264,6 @@ def test_verify_accuracy_measures_on_the_device_and_records_both(sshd, pi, bundl
     run.mkdir()
     rows = [{"path": p.relative_to(colour_data).as_posix(), "label": p.parent.name} for p in sorted(colour_data.rglob("*.*"))]
     (run / "split.json").write_text(json.dumps({"data_dir": str(colour_data), "train": [], "val": [], "test": rows}))
-    uploads = _uploads()
     result = _deploy(sshd, pi, bundles["v1"], "--verify-accuracy", run, "--max-images", "9")
     assert result.returncode == 0, result.stdout + result.stderr + pi.journal_text()
     release = pi.current()
@@ -278,7 +277,8 @@ def test_verify_accuracy_measures_on_the_device_and_records_both(sshd, pi, bundl
     assert record["accuracy"] == record["compared_with"]["accuracy"]
     assert record["machine"]["machine"] == record["compared_with"]["machine"]["machine"]
     assert len((pi.root / "verification" / Path(release).name / "predictions.jsonl").read_text().splitlines()) == 9
-    assert _uploads() <= uploads, "the uploaded photos were not removed on the device"
+    upload = Path(record["dataset"]).parents[1]  # where the device read the photos: a temporary upload, removed after
+    assert upload.name.startswith("edgeclass-deploy.") and not upload.exists(), record["dataset"]
 
 
 @needs_ssh
