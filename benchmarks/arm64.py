@@ -207,8 +207,12 @@ def main(argv: list[str] | None = None) -> int:
 
         for suite in suites:
             t = time.monotonic()
-            root = arm64_root.ensure_root(suite, log=lambda m: print(m, file=sys.stderr))
-            arm64_root.ensure_venv(root, REPO, log=lambda m: print(m, file=sys.stderr))
+            try:
+                root = arm64_root.ensure_root(suite, log=lambda m: print(m, file=sys.stderr))
+                arm64_root.ensure_venv(root, REPO, log=lambda m: print(m, file=sys.stderr))
+            except RuntimeError as exc:  # a root or venv that could not be made: reported, the other suites still run
+                report["roots"][suite] = {"error": str(exc).strip()[-800:]}
+                continue
             report["roots"][suite] = {"path": str(root.path), "python": arm64_root.SUITES[suite],
                                       "debootstrap_seconds": _round(root.built_seconds), "venv_install_seconds": _round(root.venv_seconds),
                                       "reinstall_seconds": _round(root.refresh_seconds), "cached_root": root.built_seconds is None,
@@ -227,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
     report["seconds"] = {k: round(v, 1) for k, v in seconds.items()} | {"total": round(time.monotonic() - started, 1)}
-    failures = [f"{r['suite']}/{r['qemu_cpu']}: {problem}" for r in report["runs"] for problem in r["problems"]]
+    failures = [f"{suite}: {root['error']}" for suite, root in report["roots"].items() if "error" in root]
+    failures += [f"{r['suite']}/{r['qemu_cpu']}: {problem}" for r in report["runs"] for problem in r["problems"]]
     for pair in ((s, c) for s in suites for c in cpus):
         if not any((r["suite"], r["qemu_cpu"]) == pair for r in report["runs"]):
             failures.append(f"{pair[0]}/{pair[1]}: did not run")

@@ -240,7 +240,8 @@ def ensure_venv(root: Root, checkout: Path, log=print) -> None:
             start = time.monotonic()
             if not root.host_path(f"{VENV}/bin/python").exists():
                 log(f"[{root.suite}] python3 -m venv {VENV} (first run)")
-                root.run(["python3", "-m", "venv", VENV], timeout=600)
+                # ensurepip installs and byte-compiles pip emulated: minutes on a busy machine.
+                root.run(["python3", "-m", "venv", VENV], timeout=3600)
             # Into the existing venv when only the dependencies changed: pip adds what is new.
             # setuptools and wheel let later runs reinstall the checkout without build isolation.
             log(f"[{root.suite}] pip install '{SRC}[device]' (dependencies changed or first run)")
