@@ -238,10 +238,10 @@ def ensure_venv(root: Root, checkout: Path, log=print) -> None:
         marker = root.host_path(VENV) / ".edgeclass-deps"
         if not (marker.is_file() and marker.read_text().strip() == key):
             start = time.monotonic()
-            if not root.host_path(f"{VENV}/bin/python").exists():
-                log(f"[{root.suite}] python3 -m venv {VENV} (first run)")
+            if not root.host_path(f"{VENV}/bin/pip").exists():  # no venv yet, or one whose ensurepip was cut short
+                log(f"[{root.suite}] python3 -m venv --clear {VENV} (first run)")
                 # ensurepip installs and byte-compiles pip emulated: minutes on a busy machine.
-                root.run(["python3", "-m", "venv", VENV], timeout=3600)
+                root.run(["python3", "-m", "venv", "--clear", VENV], timeout=3600)
             # Into the existing venv when only the dependencies changed: pip adds what is new.
             # setuptools and wheel let later runs reinstall the checkout without build isolation.
             log(f"[{root.suite}] pip install '{SRC}[device]' (dependencies changed or first run)")
