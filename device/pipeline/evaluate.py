@@ -23,6 +23,7 @@ import numpy as np
 
 from ..bundle import Bundle
 from ..errors import EdgeclassError, ImageError
+from .calibration import calibration_lines, evaluation_calibration, plot_reliability
 from .classifier import Classifier, top_k
 from .dataset import LabelledImage
 from .images import load_image
@@ -99,6 +100,9 @@ class Evaluation:
             "weighted_avg": m["weighted_avg"],
             "labels": m["labels"],
             "confusion_matrix": m["confusion_matrix"],
+            # The figures convert records for the bundle's model (bundle.json metrics.calibration), from this machine's answers.
+            "calibration": evaluation_calibration([r.top[0][1] for r in self.results],
+                                                  [r.predicted_index == r.label_index for r in self.results]),
             "latency_ms": _percentiles(latencies),
             "backend": self.backend,
             "machine": self.machine,
@@ -199,6 +203,7 @@ def report_text(evaluation: Evaluation) -> str:
                      f"{machine_summary(other['machine'] or {})}: {change}, top-1 agreement {other['agreement']:.2%}")
         lines += [f"differs     {d['path']}: {d['other'][0]} {d['other'][1]:.3f} here, {d['reference'][0]} {d['reference'][1]:.3f} there"
                   for d in other["disagree"]]
+    lines += [""] + calibration_lines(data["calibration"])
     lines += ["", classification_table({**data, "num_images": data["images"]}).rstrip("\n"), "", "confusion matrix (rows: true label, columns: predicted)",
               confusion_text(data["confusion_matrix"], data["labels"]).rstrip("\n")]
     lines += [f"skipped {s['path']}: {s['error']}" for s in data["skipped"]]
@@ -224,7 +229,8 @@ def write_report(evaluation: Evaluation, out_dir: Path) -> list[Path]:
     written[0].write_text(json.dumps(evaluation.to_json(), indent=2) + "\n", encoding="utf-8")
     written[1].write_text(report_text(evaluation), encoding="utf-8")
     png = _plot_confusion(evaluation, out_dir / "confusion_matrix.png")
-    return written + ([png] if png else [])
+    reliability = _plot_reliability(evaluation, out_dir / "reliability.png")
+    return written + [p for p in (png, reliability) if p]
 
 
 def _plot_confusion(evaluation: Evaluation, path: Path) -> Path | None:
@@ -234,6 +240,15 @@ def _plot_confusion(evaluation: Evaluation, path: Path) -> Path | None:
     data = evaluation.to_json()
     title = f"{data['machine']['machine']}: accuracy {data['accuracy']:.3f} on {data['images']} images"
     plot_confusion_matrices([(title, np.asarray(data["confusion_matrix"]))], data["labels"], path)
+    return path
+
+
+def _plot_reliability(evaluation: Evaluation, path: Path) -> Path | None:
+    """The reliability diagram convert draws, of this machine's answers; None without matplotlib."""
+    if importlib.util.find_spec("matplotlib") is None or not evaluation.results:
+        return None
+    data = evaluation.to_json()
+    plot_reliability([(f"{data['machine']['machine']}: {data['images']} images", [("this machine", data["calibration"])])], path)
     return path
 
 

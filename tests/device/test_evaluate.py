@@ -100,6 +100,24 @@ def test_text_report_and_output_folder(colour_bundle, colour_data, tmp_path):
     assert (out / "confusion_matrix.png").is_file() == (util.find_spec("matplotlib") is not None)
 
 
+def test_calibration_figures_are_those_of_the_answers(colour_bundle, colour_data, tmp_path):
+    from edgeclass.device.pipeline.calibration import expected_calibration_error
+
+    out = tmp_path / "report"
+    result = _evaluate(colour_bundle, colour_data, "-o", out)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    lines = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    cal = metrics["calibration"]
+    confidence = [line["score"] for line in lines]
+    correct = [line["correct"] for line in lines]
+    assert cal["images"] == 13 and cal["accuracy"] == round(10 / 13, 6)
+    assert cal["ece"] == pytest.approx(expected_calibration_error(confidence, correct), abs=1e-5)
+    assert sum(b["count"] for b in cal["bins"]) == 13
+    assert f"calibration ECE {cal['ece']:.4f} over 13 images" in result.stdout
+    assert (out / "reliability.png").is_file() == (util.find_spec("matplotlib") is not None)
+
+
 def _split_doc(data_dir: Path, with_hashes: bool) -> dict:
     """A split.json over colour_data: the old format (path, label) or the content-hash one."""
     entries = sorted(p.relative_to(data_dir).as_posix() for p in data_dir.rglob("*.*"))
