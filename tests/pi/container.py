@@ -20,6 +20,7 @@ import shlex
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,8 +184,8 @@ class PiContainer:
         return f"{PI_USER}@{self.name}"
 
     def env(self) -> dict:
-        """Environment for a workstation command (deploy, setup-pi): the harness's ssh/scp first on PATH."""
-        return {**os.environ, "PATH": f"{self.work / 'bin'}:{os.environ['PATH']}"}
+        """Environment for a workstation command: the harness's ssh/scp first on PATH, then this venv's edgeclass."""
+        return {**os.environ, "PATH": f"{self.work / 'bin'}:{Path(sys.executable).parent}:{os.environ['PATH']}"}
 
     def run(self, argv: list[str], *, user: str | None = None, check: bool = True, timeout: float = 120,
             input: str | None = None) -> subprocess.CompletedProcess:
