@@ -184,8 +184,8 @@ def test_errors_and_warnings_reach_the_journal_at_their_priority(pi, fresh):
     assert not any(m[:1] == "<" and m[1:2].isdigit() for m in map(lambda e: e["MESSAGE"], entries)), \
         "a priority prefix reached the journal as text"
     shown = pi.journal("-p", "warning", *since(fresh))
-    for expected in ("waiting for a bundle", "model.tflite", "threshold = 7"):
-        assert expected in shown, shown
+    assert "model.tflite" in shown and "threshold = 7" in shown, shown
+    assert "received SIGHUP" not in shown, "journalctl -p warning shows info lines"
 
 
 # -- 5: a camera absent at boot -----------------------------------------------------------------------
@@ -207,7 +207,7 @@ def test_a_camera_absent_at_start_is_waited_for_past_the_start_timeout(pi, fresh
     assert pi.unit_property("NRestarts") == "0"
     status = pi.unit_property("StatusText")
     assert "waiting for camera" in status and "giving up after 300 s" in status, status
-    assert str(state(pi).get("bundle_path", "")).rstrip("/") in ("", release.rstrip("/"))
+    assert state(pi).get("bundle_path") in (None, release), state(pi)  # nothing else runs meanwhile
 
 
 # -- real systemd behaviour ------------------------------------------------------------------------------
