@@ -61,14 +61,43 @@ class SetupOptions:
 
 
 def source_tree() -> Path:
-    """The checkout this edgeclass runs from; a clear error when it is an installed wheel instead."""
+    """The checkout this edgeclass runs from (editable) or was installed from (``pip install .``).
+
+    A clear error when it came from a wheel or an index instead: there is no
+    source to build from then.
+    """
     here = Path(__file__).resolve().parents[2]  # device/fleet/setup.py -> the project folder
-    pyproject = here / "pyproject.toml"
-    if pyproject.is_file() and 'name = "edgeclass"' in pyproject.read_text(encoding="utf-8"):
-        return here
-    raise EdgeclassError(f"this edgeclass is installed from a wheel ({here}), not run from a checkout, so there is "
+    for candidate in (here, _installed_from()):
+        if candidate is not None and _is_edgeclass_project(candidate):
+            return candidate
+    raise EdgeclassError(f"this edgeclass ({here}) was installed from a wheel or a package index, not from a checkout, so there is "
                          "nothing to build a wheel from: pass the wheel with --wheel FILE, or install edgeclass here "
-                         "from its checkout (pip install -e .)")
+                         "from its checkout (pip install .)")
+
+
+def _is_edgeclass_project(folder: Path) -> bool:
+    pyproject = folder / "pyproject.toml"
+    return pyproject.is_file() and 'name = "edgeclass"' in pyproject.read_text(encoding="utf-8")
+
+
+def _installed_from() -> Path | None:
+    """The local folder ``pip install`` took edgeclass from (PEP 610 direct_url.json), if it was one."""
+    import json
+    from importlib.metadata import PackageNotFoundError, distribution
+    from urllib.parse import unquote, urlparse
+
+    try:
+        text = distribution("edgeclass").read_text("direct_url.json")
+    except PackageNotFoundError:
+        return None
+    try:
+        origin = json.loads(text or "{}")
+    except json.JSONDecodeError:
+        return None
+    url = urlparse(origin.get("url", ""))
+    if url.scheme != "file" or "dir_info" not in origin:
+        return None
+    return Path(unquote(url.path))
 
 
 def wheel_command(source: Path, out_dir: Path) -> list[str]:
