@@ -83,13 +83,15 @@ def _is_edgeclass_project(folder: Path) -> bool:
 def _installed_from() -> Path | None:
     """The local folder ``pip install`` took edgeclass from (PEP 610 direct_url.json), if it was one."""
     import json
-    from importlib.metadata import PackageNotFoundError, distribution
+    from importlib.metadata import distributions
     from urllib.parse import unquote, urlparse
 
-    try:
-        text = distribution("edgeclass").read_text("direct_url.json")
-    except PackageNotFoundError:
+    # The metadata beside the imported package: an edgeclass.egg-info in the current folder must not answer.
+    site = Path(__file__).resolve().parents[3]
+    found = list(distributions(name="edgeclass", path=[str(site)]))
+    if not found:
         return None
+    text = found[0].read_text("direct_url.json")
     try:
         origin = json.loads(text or "{}")
     except json.JSONDecodeError:
