@@ -1,4 +1,4 @@
-"""``edgeclass deploy``: ship a bundle from the workstation to a Pi, or say where a Pi stands."""
+"""``edgeclass deploy`` and ``setup-pi``: ship a bundle (or edgeclass itself) from the workstation to a Pi, or say where a Pi stands."""
 
 from __future__ import annotations
 
@@ -40,8 +40,7 @@ def deploy(
     measures the new model's accuracy itself; a drop beyond --max-drop rolls back. With --status, only report where the Pi
     stands: edgeclass deploy --status HOST.
     """
-    from ..fleet.deploy import Deployment, DeployOptions, SshTarget, show_status
-    from ..fleet.ssh import check_host
+    from ..fleet.deploy import Deployment, DeployOptions, show_status
 
     if status:
         if host is not None:
@@ -50,10 +49,7 @@ def deploy(
     if host is None:
         raise EdgeclassError("deploy needs BUNDLE and HOST (edgeclass deploy BUNDLE HOST), "
                              "or --status HOST to only report")
-    check_host(host)
-    if identity is not None and not identity.is_file():
-        raise EdgeclassError(f"{identity}: no such ssh key file (--identity)")
-    target = SshTarget(host, port=port, identity=identity, options=tuple(ssh_options), config=ssh_config)
+    target = _ssh_target(host, port, identity, ssh_options, ssh_config)
     options = DeployOptions(service=service, root=root, keep=keep, remote_edgeclass=remote_edgeclass, as_user=as_user,
                             reload_command=reload_command, state_file=state_file, timeout=timeout,
                             poll=min(1.0, max(0.2, timeout / 20)))
@@ -69,3 +65,40 @@ def deploy(
             raise EdgeclassError(f"{verify_accuracy}: no such training run, split.json or dataset folder (--verify-accuracy)")
         accuracy = AccuracyCheck(verify_accuracy, max_images=max_images, max_drop=max_drop)
     Deployment(Path(bundle), target, options, echo=typer.echo, dry_run=dry_run, accuracy=accuracy).run()
+
+
+@app.command("setup-pi")
+def setup_pi(
+    host: str = typer.Argument(..., metavar="HOST", help="\\[user@]host, as you would give it to ssh (aliases from ~/.ssh/config work)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print every step (the wheel build, each ssh/scp command) without running it."),
+    wheel: Optional[Path] = typer.Option(None, "--wheel", help="Install this edgeclass wheel instead of building one from this checkout."),
+    venv: str = typer.Option("/opt/edgeclass/venv", "--venv", help="Virtual environment on the device (made with --system-site-packages)."),
+    service: str = typer.Option("edgeclass", "--service", help="systemd service to restart after an upgrade (when it runs)."),
+    port: Optional[int] = typer.Option(None, "--port", "-p", min=1, max=65535, help="ssh port."),
+    identity: Optional[Path] = typer.Option(None, "--identity", "-i", help="ssh private key."),
+    ssh_options: List[str] = typer.Option([], "--ssh-option", "-o", help="Extra ssh option (Key=Value), repeatable."),
+    ssh_config: Optional[str] = typer.Option(None, "--ssh-config", "-F", help="ssh config file (default: yours)."),
+) -> None:
+    """Install this workstation's edgeclass on a Pi over ssh, with the systemd service; run again to upgrade.
+
+    Builds a wheel of this edgeclass, copies it over, installs python3-venv
+    (and python3-picamera2 where the OS has it) with apt, creates the venv
+    with --system-site-packages, pip-installs the wheel with its device
+    extra, and runs 'edgeclass service install' there. The ssh user needs
+    passwordless sudo (the Raspberry Pi OS default).
+    """
+    from ..fleet.setup import PiSetup, SetupOptions
+
+    target = _ssh_target(host, port, identity, ssh_options, ssh_config)
+    PiSetup(target, SetupOptions(venv=venv, service=service, wheel=wheel), echo=typer.echo, dry_run=dry_run).run()
+
+
+def _ssh_target(host: str, port: Optional[int], identity: Optional[Path], ssh_options: List[str],
+                ssh_config: Optional[str]):
+    """The checked ssh destination both commands connect to."""
+    from ..fleet.ssh import SshTarget, check_host
+
+    check_host(host)
+    if identity is not None and not identity.is_file():
+        raise EdgeclassError(f"{identity}: no such ssh key file (--identity)")
+    return SshTarget(host, port=port, identity=identity, options=tuple(ssh_options), config=ssh_config)

@@ -5,7 +5,9 @@ install``, ``bundle releases``, ``service status --json``, ``bundle
 rollback``) and ``systemctl``, so this module only strings commands together:
 
 1. check the bundle here (contents, hashes) so a damaged one never leaves the workstation;
-2. look at the device (:mod:`.device_status`): current release, unit, health;
+2. look at the device (:mod:`.device_status`): current release, unit, health,
+   and its edgeclass version (a difference from this one is named, with the
+   ``setup-pi`` command that removes it);
    a deploy that stopped after installing is put straight first (``current``
    back to the release the service runs, so it stays the one to roll back to);
 3. ``mktemp -d`` on the host, ``scp -r`` the bundle into it, make the copy
@@ -43,6 +45,7 @@ from typing import Callable
 from .accuracy import AccuracyCheck, Sample, device_command, stage_sample, verdict, verdict_lines
 from .device_status import DeviceStatus, describe_backend, edgetpu_problem, query_device
 from .options import DeployOptions
+from .setup import version_mismatch
 from .ssh import ConnectionLost, DeployError, Session, SshTarget, last_line
 
 log = logging.getLogger(__name__)
@@ -87,6 +90,9 @@ class Deployment:
         before = query_device(self._session, opts)
         for line in before.lines():
             self.echo(f"device    {line}")
+        mismatch = version_mismatch(self._session, opts.remote_edgeclass)
+        if mismatch is not None:
+            self.echo(f"warning: {mismatch}")
         if before.interrupted:
             self.echo(f"current {Path(before.current).name} was installed by a deploy that did not finish; the service "
                       f"runs {Path(before.previous).name}: switching current back to it first, so it stays the one to "
@@ -254,6 +260,7 @@ class Deployment:
         staged = f"{UPLOAD}/{bundle.name}"
         steps = [
             ("list the releases", t.ssh(opts.edgeclass("bundle", "releases", "--root", opts.root, "--json"))),
+            ("compare edgeclass versions (the device's and this one)", t.ssh(opts.edgeclass("--version"))),
             *([] if opts.reload_command else [("ask systemd", t.ssh(f"systemctl is-active {opts.quoted_service}"))]),
             ("read the service's health", t.ssh(opts.edgeclass("service", "status", "--json", "--state-file", opts.state_file))),
             ("create a temporary directory", t.ssh(f"mktemp -d {UPLOAD}")),

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from edgeclass.device import __version__
 from edgeclass.device.bundle import load_bundle, write_bundle
 from edgeclass.device.fleet.device_status import edgetpu_problem
 from edgeclass.device.fleet.ssh import SshTarget
@@ -118,6 +119,20 @@ def test_first_deploy_starts_an_inactive_service_then_reloads_it(sshd, pi, bundl
     assert pi.state_json()["pid"] == state["pid"]
     assert f"(previous: {release})" in second.stdout
     assert len(pi.uploads()) == 2  # and _deploy checked that both were removed
+
+
+@needs_ssh
+def test_a_different_edgeclass_version_on_the_device_is_named(sshd, pi, bundles, tmp_path):
+    """Both ends are compared at every deploy; a difference is named with the command that removes it."""
+    older = tmp_path / "edgeclass-older"
+    older.write_text(f'#!/bin/sh\n[ "$1" = --version ] && {{ echo "edgeclass 0.0.1"; exit 0; }}\nexec {pi.edgeclass} "$@"\n')
+    older.chmod(0o755)
+    result = _deploy(sshd, pi, bundles["v1"], "--remote-edgeclass", str(older))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (f"warning: the device has edgeclass 0.0.1, this workstation edgeclass {__version__}: "
+            f"'edgeclass setup-pi {sshd.host}' installs this version there") in result.stdout
+    same = _deploy(sshd, pi, bundles["v2"])
+    assert same.returncode == 0 and "warning: the device has" not in same.stdout, same.stdout
 
 
 @needs_ssh
@@ -340,7 +355,8 @@ def test_dry_run_prints_the_plan_without_connecting(bundles):
     assert "/opt/edgeclass/venv/bin/edgeclass bundle rollback --root /var/lib/edgeclass --json" in out
     assert "systemctl reload edgeclass" not in out
     assert all(" -- pi@raspberrypi.invalid" in line for line in out.splitlines()[1:] if "would: " in line and " ssh " in line)
-    assert len([line for line in out.splitlines() if line.startswith("would: ")]) == 10
+    assert "would: compare edgeclass versions (the device's and this one):" in out and "edgeclass --version" in out
+    assert len([line for line in out.splitlines() if line.startswith("would: ")]) == 11
 
 
 def test_damaged_bundle_never_leaves_the_workstation(bundles):
