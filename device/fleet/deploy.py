@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .accuracy import AccuracyCheck, Sample, device_command, stage_sample, verdict, verdict_lines
+from .accuracy import AccuracyCheck, device_command, stage_sample, verdict, verdict_lines
 from .device_status import DeviceStatus, describe_backend, edgetpu_problem, query_device
 from .options import DeployOptions
 from .setup import version_mismatch
