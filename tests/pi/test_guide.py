@@ -29,6 +29,9 @@ from .container import REPO, PiContainer
 from .guide import README_HOST, guide_commands, rehearsal_source
 
 HARDWARE = "needs a camera (no camera can exist in the rehearsal; the video file stands in for it in the service)"
+# The accuracy steps need a training run's photos and split.json; they run against a real sshd "Pi" in
+# tests/device/test_evaluate.py and tests/device/test_deploy.py::test_verify_accuracy_measures_on_the_device_and_records_both.
+TRAINING_RUN = "needs a training run (runs/flowers) and its photos; bundle evaluate and --verify-accuracy have their own tests"
 
 
 class Guide:
@@ -171,6 +174,8 @@ def _walk_the_guide(guide: Guide, pi: PiContainer, colour_bundle: Path, camera_v
     predicted = guide.run("edgeclass predict --bundle flowers photo.jpg folder/ --json", where="pi").stdout
     answers = {Path(r["path"]).name: r["label"] for r in map(json.loads, predicted.strip().splitlines()) if "label" in r}
     assert answers == {"photo.jpg": "red", "g.png": "green"}, predicted
+    guide.not_run("edgeclass bundle evaluate flowers photos/", TRAINING_RUN)
+    guide.not_run("edgeclass bundle evaluate flowers photos/ --split-file runs/flowers/split.json --split test", TRAINING_RUN)
 
     # -- the service ---------------------------------------------------------------------------------
     unit_before = pi.run(["sha256sum", "/etc/systemd/system/edgeclass.service", "/etc/edgeclass/device.toml"]).stdout
@@ -214,6 +219,9 @@ def _walk_the_guide(guide: Guide, pi: PiContainer, colour_bundle: Path, camera_v
     assert release_b != release_a
     _runs_on(pi, release_b)
     guide.run("edgeclass deploy --status pi@raspberrypi.local", where="workstation")
+    guide.not_run("edgeclass deploy bundles/flowers pi@raspberrypi.local --verify-accuracy runs/flowers", TRAINING_RUN)
+    guide.not_run("edgeclass deploy bundles/flowers pi@raspberrypi.local --verify-accuracy photos/ --max-images 100 "
+                  "--max-drop 0.5", TRAINING_RUN)
 
     # -- a damaged release behind current: reload refuses it, rollback, reload ---------------------------
     pi.sh(f"printf 'damaged' >> {release_b}/model.tflite")
