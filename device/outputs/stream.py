@@ -130,11 +130,11 @@ class StreamOutput(Output, StatusHook):
             self._line(self.format(self._stats_record(now)))
 
     def status(self) -> dict:
-        """The run's status keys from this output: how many result lines could not be written."""
-        return {"results_lost": self.write_errors}
+        """The run's status keys from this output: how many result lines could not be written.
 
-    def healthy(self, now: float) -> None:
-        return None  # lost results do not make the classifier unhealthy
+        (No ``healthy`` verdict: lost results do not make the classifier unhealthy; the hook's default abstains.)
+        """
+        return {"results_lost": self.write_errors}
 
     def _event(self, decision: Decision, since_emit: float) -> str | None:
         if self.emit is Emit.ALL:
