@@ -105,6 +105,8 @@ def replace_outputs(current: dict[str, Output], fresh: dict[str, Output], names:
     result: dict[str, Output] = {}
     for name in REGISTRY:
         if name in names:
+            if name in current:
+                current[name].close()  # repeat-safe: a one-at-a-time output is closed already
             if name in fresh:
                 result[name] = fresh[name]
         elif name in current:

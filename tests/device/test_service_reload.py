@@ -154,3 +154,39 @@ def test_reload_applies_everything_or_nothing(service_factory, colour_bundle, fr
     assert state["bundle_path"] == str(colour_bundle.resolve()) and "reload failed" in state["last_error"]
     svc.proc.send_signal(signal.SIGTERM)
     assert svc.proc.wait(10) == 0
+
+
+def test_a_reload_closes_the_outputs_it_replaces_or_turns_off(tmp_path):
+    """The old results file is closed when [output] path moves, and the HTTP listener is freed when [http] goes off."""
+    import dataclasses
+    import socket
+
+    from edgeclass.device.outputs.factory import build_outputs, changed_outputs, reconfigurable, replace_outputs
+    from edgeclass.device.outputs.http.config import HttpConfig
+    from edgeclass.device.pipeline.config import SourceConfig
+    from edgeclass.device.pipeline.loop import FrameLoop
+    from edgeclass.device.service.config import DeviceConfig
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    base = DeviceConfig()
+    old = dataclasses.replace(base, output=dataclasses.replace(base.output, path=str(tmp_path / "a.jsonl")),
+                              http=HttpConfig(listen=f"127.0.0.1:{port}"))
+    new = dataclasses.replace(old, output=dataclasses.replace(old.output, path=str(tmp_path / "b.jsonl")),
+                              http=HttpConfig())
+    run = FrameLoop(SourceConfig(source=str(tmp_path / "none.avi")))
+    current = build_outputs(old)
+    for output in current.values():
+        output.start(run)
+    names = changed_outputs(old, new)
+    fresh = build_outputs(new, [n for n in names if n not in reconfigurable(current, names)])
+    result = replace_outputs(current, fresh, names, run, new)
+    try:
+        assert set(result) == {"stream"} and result["stream"] is fresh["stream"]
+        assert current["stream"]._stream.closed, "the replaced results file is still open"
+        with socket.socket() as again:  # the old listener's port is free again
+            again.bind(("127.0.0.1", port))
+    finally:
+        for output in result.values():
+            output.close()
