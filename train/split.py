@@ -85,11 +85,12 @@ def plan_split(layout: Layout, records: list[Record], ratios: tuple[float, float
     readable = [i for i, r in enumerate(records) if r.ok]
     found = group_photos([records[i].sha256 for i in readable], [records[i].phash for i in readable], max_bits)
     groups = [[readable[k] for k in g] for g in found]
-    excluded, usable, anchors = _resolve_label_conflicts(records, groups)
+    excluded, usable = _resolve_label_conflicts(records, groups)
+    whole = {i: g for g in groups for i in g}  # each photo's whole near-duplicate group: it decides ``u``
     plan = SplitPlan({s: [] for s in SPLITS}, [g for g in groups if len(g) > 1], excluded)
     if not layout.presplit:
         _refuse_small_classes(layout, records, usable, "", ratios)
-        _assign(plan, records, usable, ratios, seed, earlier, anchors)
+        _assign(plan, records, usable, ratios, seed, earlier, whole)
     else:
         by_split = defaultdict(list)
         for g in usable:  # a group straddling folders is split by its folders: that is the leakage reported
@@ -106,7 +107,9 @@ def plan_split(layout: Layout, records: list[Record], ratios: tuple[float, float
             test = ratios[2] if "test" in missing else 0.0
             carve = (1 - val - test, val, test)
             _refuse_small_classes(layout, records, by_split["train"], f"/{layout.split_dirs['train']}", carve)
-            _assign(plan, records, by_split["train"], carve, seed, earlier)
+            # A group straddling folders is leakage, reported: only its train-folder photos place its train part.
+            in_train = {i: [j for j in whole[i] if records[j].item.split == records[i].item.split] for i in whole}
+            _assign(plan, records, by_split["train"], carve, seed, earlier, in_train)
         else:
             _refuse_small_classes(layout, records, by_split["train"], f"/{layout.split_dirs['train']}", (1.0, 0.0, 0.0))
             plan.indices["train"] = [i for g in by_split["train"] for i in g]
@@ -120,22 +123,19 @@ def make_split(layout: Layout, records: list[Record], ratios: tuple[float, float
 
 
 def _resolve_label_conflicts(records: list[Record], groups: list[list[int]]
-                             ) -> tuple[list[list[int]], list[list[int]], list[list[int]]]:
-    """(excluded, usable, anchors): the photos left out for a label conflict, and single-label groups to place.
+                             ) -> tuple[list[list[int]], list[list[int]]]:
+    """(excluded, usable): the photos left out for a label conflict, and single-label groups to place.
 
-    ``anchors[k]`` is the group whose ``u`` places ``usable[k]``: the whole
-    near-duplicate group, so the parts of a group with several labels share a split.
+    A group with several labels becomes one part per label (its conflicted photos left out).
     """
     labels = [r.item.label for r in records]
     keys = [r.sha256 for r in records]
     thumbs = [r.thumb for r in records]
     excluded: list[list[int]] = []
     usable: list[list[int]] = []
-    anchors: list[list[int]] = []
     for group in groups:
         if len({labels[i] for i in group}) == 1:
             usable.append(group)
-            anchors.append(group)
             continue
         conflicted = label_conflicts(group, labels, keys, thumbs)
         if conflicted:
@@ -144,21 +144,21 @@ def _resolve_label_conflicts(records: list[Record], groups: list[list[int]]
         for i in group:
             if i not in conflicted:
                 parts[labels[i]].append(i)
-        for part in parts.values():
-            usable.append(part)
-            anchors.append(group)
-    return excluded, usable, anchors
+        usable += parts.values()
+    return excluded, usable
 
 
 def _assign(plan: SplitPlan, records: list[Record], groups: list[list[int]], ratios, seed: int,
-            earlier: dict[str, str] | None, anchors: list[list[int]] | None = None) -> None:
+            earlier: dict[str, str] | None, whole: dict[int, list[int]]) -> None:
     """Place each group by its hash (or its earlier split), then fill a class's empty splits.
 
-    ``anchors[k]``, when given, is the photos whose smallest ``u`` places ``groups[k]``.
+    A group's ``u`` is the smallest over its members' whole near-duplicate
+    groups (``whole``), so the parts of a group with several labels are
+    placed together.
     """
     per_label: dict[str, dict[str, list[tuple[float, list[int], bool]]]] = defaultdict(lambda: {s: [] for s in SPLITS})
-    for k, group in enumerate(groups):
-        u = min(split_point(seed, records[i].sha256) for i in (group if anchors is None else anchors[k]))
+    for group in groups:
+        u = min(split_point(seed, records[j].sha256) for i in group for j in whole[i])
         before = [earlier[records[i].sha256] for i in group if earlier and records[i].sha256 in earlier]
         target = max(before, key=_PRIORITY.__getitem__) if before else hashed_split(u, ratios)
         plan.pinned += len(group) if before else 0
