@@ -196,13 +196,7 @@ def _pipeline(video: Path, bundle_path: Path, threads: int, extra: tuple[str, ..
 
 def _outputs_args(port: int, mqtt: str | None) -> tuple[str, ...]:
     args = ("--http", f"127.0.0.1:{port}")
-    if mqtt is None:
-        return args
-    from .outputs.factory import REGISTRY
-
-    if "mqtt" not in REGISTRY:
-        raise EdgeclassError("--mqtt: this edgeclass has no MQTT output; install a version with [mqtt] support")
-    return (*args, "--mqtt", mqtt)
+    return args if mqtt is None else (*args, "--mqtt", mqtt)
 
 
 def _with_outputs(video: Path, bundle_path: Path, threads: int, repeat: int, mqtt: str | None,

@@ -23,6 +23,7 @@ import json
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
+from ..bundle import sha256_file
 from ..errors import EdgeclassError
 from .images import is_image_path
 
@@ -134,17 +135,13 @@ def read_split_file(path: Path, split: str, data_dir: Path, labels: Sequence[str
             f"(first: {missing[0]}); pass the folder the split's paths are relative to"
             + (f" (it was {recorded} when the model was trained)" if recorded else "")
         )
-    changed = [item.rel for item, e in zip(items, entries) if e.get("sha256") and _sha256(item.path) != e["sha256"]]
+    changed = [item.rel for item, e in zip(items, entries) if e.get("sha256") and sha256_file(item.path) != e["sha256"]]
     if changed:
         raise DatasetError(
             f"{data_dir}: {len(changed)} {split} photo(s) differ from the ones {where} recorded (first: {changed[0]}): "
             "the dataset changed since training; evaluate on the photos the split was made from"
         )
     return items
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def stratified_sample(items: Sequence[LabelledImage], size: int) -> list[LabelledImage]:
