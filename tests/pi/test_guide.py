@@ -225,8 +225,10 @@ def _walk_the_guide(guide: Guide, pi: PiContainer, colour_bundle: Path, camera_v
 
     # -- a damaged release behind current: reload refuses it, rollback, reload ---------------------------
     pi.sh(f"printf 'damaged' >> {release_b}/model.tflite")
+    refusals = pi.journal().count("reload failed")
     guide.run("sudo systemctl reload edgeclass", where="pi")
-    time.sleep(3)
+    # The reload is prepared in the background: wait for its verdict, not a fixed time, before the rollback.
+    pi.wait_for("the refused reload", lambda: pi.journal().count("reload failed") > refusals)
     assert pi.active_state() == "active"
     assert str(_state(pi).get("bundle_path", "")).rstrip("/") == release_b.rstrip("/"), "the running bundle changed"
     guide.run("sudo -u edgeclass edgeclass bundle rollback --root /var/lib/edgeclass", where="pi")

@@ -168,6 +168,11 @@ def test_errors_and_warnings_reach_the_journal_at_their_priority(pi, fresh):
     runs_on(pi, release)
     pi.sh(f"printf 'damaged' >> {release}/model.tflite")  # an error: the reload is refused, the running one stays
     pi.systemctl("reload", "edgeclass", check=True)
+    # The reload is prepared in the background and reads device.toml again: the config mistake
+    # below must wait until the refusal of the damaged model is logged, or the reload sees it instead.
+    pi.wait_for("the refused reload", lambda: any(
+        "reload failed" in e.get("MESSAGE", "") and "model.tflite" in e.get("MESSAGE", "")
+        for e in journal_json(pi, *since(fresh))), timeout=60)
     pi.run(["tee", "-a", "/etc/edgeclass/device.toml"], input="[decision]\nthreshold = 7\n")
     pi.systemctl("restart", "edgeclass")  # the CLI's one-line error: a config mistake
     pi.wait_for("the error line", lambda: any(
@@ -293,10 +298,11 @@ def test_reload_applies_a_new_bundle_and_keeps_the_old_one_when_the_new_one_is_b
     third = install_release(pi)
     pi.sh(f"printf 'damaged' >> {third}/model.tflite")
     pi.systemctl("reload", "edgeclass", check=True)
-    time.sleep(3)
+    refusal = pi.wait_for("the refused reload", lambda: [
+        line for line in pi.journal(*since(fresh)).splitlines() if "reload failed" in line])
+    assert "model.tflite" in refusal[-1], f"the refusal does not say what was wrong: {refusal[-1]}"
     assert str(state(pi)["bundle_path"]).rstrip("/") == second.rstrip("/")
     assert pi.active_state() == "active" and pi.unit_property("NRestarts") == "0"
-    assert "model.tflite" in pi.journal(*since(fresh)), "the refusal does not say what was wrong"
 
 
 PROBE = r"""
