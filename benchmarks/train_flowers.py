@@ -157,6 +157,48 @@ def anchor(data_dir: Path, alpha: float, input_size: int, seed: int | None) -> d
     }
 
 
+def train_once(args, seed: int | None, out: Path, env: dict) -> dict:
+    """One ``edgeclass train`` run (a child process, timed whole); its figures from ``metrics.json``."""
+    command = [str(Path(sys.executable).with_name("edgeclass")), "train", str(args.data), "-o", str(out), "--force",
+               "--alpha", str(args.alpha), "--input-size", str(args.input_size), *args.extra]
+    if seed is not None:
+        command += ["--seed", str(seed)]
+    print("$", "KERAS_HOME=" + env["KERAS_HOME"], " ".join(command), flush=True)
+    start = time.perf_counter()
+    subprocess.run(command, env=env, check=True)
+    wall = time.perf_counter() - start
+    metrics = json.loads((out / "report" / "metrics.json").read_text())
+    training = metrics["training"]
+    return {
+        "seed": seed,
+        "val_accuracy": metrics["train_val_gap"]["val_accuracy"],
+        "best_val_loss": training["best_val_loss"],
+        "test_accuracy": metrics["accuracy"],
+        "test_images": metrics["num_images"],
+        "train_val_gap": metrics["train_val_gap"],
+        "wall_minutes": round(wall / 60, 2),
+        "head_epochs": training["head_epochs"],
+        "finetune_epochs": training["finetune_epochs"],
+        "best_epoch": training["best_epoch"],
+        "frozen_backbone_forward_images_per_s": training["frozen_backbone_forward_images_per_s"],
+        "finetune_images_per_s": training["finetune_images_per_s"],
+    }
+
+
+def summarise(runs: list[dict], on: str) -> dict:
+    """Mean and standard deviation (n-1) over the repeated splits of the figures ``on`` allows."""
+    import statistics
+
+    keys = ["val_accuracy", "best_val_loss", "wall_minutes"] + (["test_accuracy"] if on == "test" else [])
+    out = {"recipe": " ".join(runs[0].get("extra", [])), "splits": len(runs)}
+    for key in keys:
+        values = [r[key] for r in runs]
+        out[key] = {"mean": round(statistics.fmean(values), 4),
+                    "std": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0,
+                    "values": values}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--alpha", type=float, default=0.35)
@@ -169,13 +211,18 @@ def main() -> None:
                         help="run the plain Keras recipe the trainer must beat instead, on the same split")
     parser.add_argument("--seed", type=int, default=None,
                         help="seed of the split and the run (edgeclass train's --seed; default 42)")
+    parser.add_argument("--seeds", default=None,
+                        help="repeated splits, e.g. 1,2,3: one run per seed (each a different split), then mean +- std")
+    parser.add_argument("--on", choices=("val", "test"), default="test",
+                        help="with --seeds: the figures to summarise; 'val' to decide a recipe (test stays unseen), "
+                             "'test' once, to report the recipe chosen")
     parser.add_argument("extra", nargs="*", help="more 'edgeclass train' options, after --")
     args = parser.parse_args()
     if not args.data.is_dir():
         sys.exit(f"benchmark needs the flowers dataset at {args.data}; not found")
     out = args.out or Path(f"/tmp/bench-flowers-{args.alpha:g}")
     env = dict(os.environ, KERAS_HOME=str(keras_home_with_weights(args.alpha, args.input_size)))
-    if args.anchor or args.speed_only or args.speed_images:
+    if args.anchor or args.speed_only or (args.speed_images and not args.seeds):
         # These parts run Keras in this process rather than in an `edgeclass train` child.
         os.environ["KERAS_HOME"] = env["KERAS_HOME"]
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -185,29 +232,21 @@ def main() -> None:
     if args.speed_only:
         print(json.dumps(speed(args.data, args.alpha, args.input_size, args.speed_images or 320, 32), indent=2))
         return
-    command = [str(Path(sys.executable).with_name("edgeclass")), "train", str(args.data), "-o", str(out), "--force",
-               "--alpha", str(args.alpha), "--input-size", str(args.input_size), *args.extra]
-    if args.seed is not None:
-        command += ["--seed", str(args.seed)]
-    print("$", "KERAS_HOME=" + env["KERAS_HOME"], " ".join(command), flush=True)
-    start = time.perf_counter()
-    subprocess.run(command, env=env, check=True)
-    wall = time.perf_counter() - start
-    metrics = json.loads((out / "report" / "metrics.json").read_text())
-    training = metrics["training"]
-    figures = {
-        "alpha": args.alpha,
-        "input_size": args.input_size,
-        "test_accuracy": metrics["accuracy"],
-        "test_images": metrics["num_images"],
-        "train_val_gap": metrics["train_val_gap"],
-        "wall_minutes": round(wall / 60, 2),
-        "head_epochs": training["head_epochs"],
-        "finetune_epochs": training["finetune_epochs"],
-        "best_epoch": training["best_epoch"],
-        "frozen_backbone_forward_images_per_s": training["frozen_backbone_forward_images_per_s"],
-        "finetune_images_per_s": training["finetune_images_per_s"],
-    }
+    if args.seeds:
+        seeds = [int(s) for s in args.seeds.split(",")]
+        runs = []
+        for seed in seeds:
+            figures = train_once(args, seed, out / f"seed-{seed}", env)
+            figures["extra"] = args.extra
+            if args.on == "val":
+                figures = {k: v for k, v in figures.items() if not k.startswith("test") and k != "train_val_gap"}
+            print(json.dumps(figures), flush=True)
+            runs.append(figures)
+        print(json.dumps({"alpha": args.alpha, "input_size": args.input_size, "on": args.on,
+                          **summarise(runs, args.on)}, indent=2))
+        return
+    figures = train_once(args, args.seed, out, env)
+    figures.update(alpha=args.alpha, input_size=args.input_size)
     if args.speed_images:
         figures.update(speed(args.data, args.alpha, args.input_size, args.speed_images, 32))
     print(json.dumps(figures, indent=2))

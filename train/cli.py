@@ -73,7 +73,7 @@ def train_command(
     dropout: float = typer.Option(0.2, help="Dropout before the classifier."),
     label_smoothing: float = typer.Option(0.1, "--label-smoothing"),
     patience: int = typer.Option(4, help="Stop fine-tuning after this many epochs without val-loss improvement; 0 = never."),
-    augment: str = typer.Option("default", help="none, default, or a list like flip,rotation=0.05,zoom=0.15,brightness=0.15,contrast=0.15."),
+    augment: str = typer.Option("default", help="none, default (flip,brightness=0.15,contrast=0.15,crop=0.25), or a list like flip,crop=0.08,rotation=0.05,zoom=0.15. crop=S trains on random crops covering S..1 of the whole photo's area (crop=0: on the device's centre crop)."),
     class_weights: str = typer.Option("auto", "--class-weights", help="auto (on when the largest class is 1.5x the smallest), on or off."),
     split: str = typer.Option("0.8,0.1,0.1", help="train,val,test fractions for a folder-per-class dataset."),
     seed: int = typer.Option(42, help="Seed for the split (each photo's split is a hash of the seed and its content), shuffling, augmentation and initialisation."),

@@ -174,6 +174,7 @@ def scan(
     workers: int = 0,
     description: str = "scanning",
     decode: bool = True,
+    whole=None,
 ) -> list[Record]:
     """Read, hash, check (with Pillow) and decode every file, with a progress bar.
 
@@ -182,7 +183,9 @@ def scan(
     resized by ``resize_image(rgb, H, W, policy)``. Unreadable or truncated
     files are recorded with an ``error`` and left out of training, never touched.
     Each decoded image also gets its perceptual hash (near-duplicate groups).
-    ``decode=False`` only reads and hashes (to check a saved scan).
+    ``decode=False`` only reads and hashes (to check a saved scan). ``whole``
+    (a :class:`~edgeclass.train.crops.WholePhotoWriter`) also receives every
+    decoded photo uncropped, for training on random crops.
     """
     if cache is not None and size is None:
         size = cache.shape[1:3]
@@ -215,6 +218,8 @@ def scan(
         record.thumb = thumbnail(rgb)
         if cache is not None:
             cache[i] = resize_image(rgb, size[0], size[1], policy)
+        if whole is not None:
+            whole.put(i, rgb)
         return record
 
     records: list[Record | None] = [None] * len(layout.items)

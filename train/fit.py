@@ -32,7 +32,7 @@ from .callbacks import (
 from .config import TrainConfig
 from .evaluate import predict
 from .model import build_backbone, build_model, feature_extractor, from_scratch, set_fine_tuning
-from .pipeline import make_dataset
+from .pipeline import make_crop_dataset, make_dataset, steps_per_epoch
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ class Data:
     sample_weights: np.ndarray | None  # (N,) class weight per row, or None
     split: dict[str, list[int]]  # split name -> rows
     num_classes: int
+    photos: object = None  # crops.WholePhotos: the uncropped photos fine-tuning crops from (None: centre crops)
 
 
 def device_setup(config: TrainConfig):
@@ -134,10 +135,16 @@ def fine_tune(model, data: Data, config: TrainConfig, state: dict, ckpt_dir: Pat
     if initial >= config.epochs or (config.patience and state.get("wait", 0) >= config.patience):
         return
     train_rows = data.split["train"]
-    train_ds = make_dataset(data.images, train_rows, data.labels, data.num_classes, config.batch_size, shuffle=True,
-                            augment=config.augment, sample_weights=data.sample_weights, seed=config.seed + initial)
+    steps = steps_per_epoch(len(train_rows), config.batch_size)
+    if data.photos is not None:
+        train_ds = make_crop_dataset(data.photos, train_rows, data.labels, data.num_classes, config.batch_size,
+                                     config.input_size, config.augment, seed=config.seed, epochs=config.epochs,
+                                     initial_epoch=initial, sample_weights=data.sample_weights)
+    else:
+        train_ds = make_dataset(data.images, train_rows, data.labels, data.num_classes, config.batch_size,
+                                shuffle=True, augment=config.augment, sample_weights=data.sample_weights,
+                                seed=config.seed + initial)
     val_ds = make_dataset(data.images, data.split["val"], data.labels, data.num_classes, config.batch_size)
-    steps = -(-len(train_rows) // config.batch_size)
     callbacks = [
         make_checkpoint_callback(ckpt_dir, state, base_lr=config.lr, epochs=config.epochs, patience=config.patience,
                                  images_per_epoch=len(train_rows), history_csv=history_csv, steps_per_epoch=steps,
@@ -148,7 +155,7 @@ def fine_tune(model, data: Data, config: TrainConfig, state: dict, ckpt_dir: Pat
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir)))
     # shuffle=False: the dataset shuffles itself (Keras would only warn that it ignores the flag).
     model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, initial_epoch=initial, shuffle=False,
-              verbose=0, callbacks=callbacks)
+              steps_per_epoch=steps if data.photos is not None else None, verbose=0, callbacks=callbacks)
 
 
 def export_model(config: TrainConfig, num_classes: int, weights_file: Path):

@@ -1,10 +1,12 @@
-"""tf.data pipelines over the decoded-image cache.
+"""tf.data pipelines over the decoded-image caches.
 
-The cache holds every image exactly as the device preprocesses it (decoded by
-``load_image``'s decoder, resized by ``resize_image``), as uint8. Batches are
-gathered from it (a memmap: the page cache keeps it in RAM when it fits),
-turned into float32 0..255, augmented for training only, and prefetched.
-Without augmentation a batch is bit-for-bit the device's input.
+The centre-crop cache holds every image exactly as the device preprocesses it
+(decoded by ``load_image``'s decoder, resized by ``resize_image``), as uint8.
+Evaluation batches are gathered from it (a memmap: the page cache keeps it in
+RAM when it fits) and turned into float32 0..255: bit for bit the device's
+input. Training batches are random crops of the whole photos
+(:func:`make_crop_dataset`, see ``crops.py``), or, with ``--augment crop=0``,
+the centre crops through Keras' random layers (:func:`make_dataset`).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ def make_augmenter(augment: Augment, seed: int):
         steps.append(layers.RandomBrightness(augment.brightness, value_range=(0, 255), seed=seed + 3))
     if augment.contrast:
         steps.append(layers.RandomContrast(augment.contrast, value_range=(0, 255), seed=seed + 4))
-    return keras.Sequential(steps, name="augment")
+    return keras.Sequential(steps, name="augment") if steps else None
 
 
 def make_dataset(
@@ -92,3 +94,71 @@ def make_dataset(
     if sample_weights is None:
         ds = ds.map(lambda x, y, w: (x, y))
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def make_crop_dataset(
+    photos,
+    indices: list[int] | np.ndarray,
+    labels: np.ndarray,
+    num_classes: int,
+    batch_size: int,
+    size: int,
+    augment: Augment,
+    *,
+    seed: int,
+    epochs: int,
+    initial_epoch: int = 0,
+    sample_weights: np.ndarray | None = None,
+):
+    """Training batches ``(x float32 0..255, y one-hot[, w])`` of random crops, for epochs ``initial_epoch..epochs``.
+
+    ``photos`` is a :class:`~edgeclass.train.crops.WholePhotos`. The dataset
+    runs through every remaining epoch (``steps_per_epoch`` batches each, see
+    :func:`steps_per_epoch`): each epoch's order and every crop depend on
+    (seed, epoch, photo) only, so a resumed run sees what an uninterrupted
+    one would have.
+    """
+    import tensorflow as tf
+
+    from .crops import crop_batch, epoch_order
+
+    indices = np.asarray(indices, dtype=np.int64)
+    labels = np.asarray(labels, dtype=np.int64)
+    weights = None if sample_weights is None else np.asarray(sample_weights, dtype=np.float32)
+    steps = steps_per_epoch(len(indices), batch_size)
+    orders: dict[int, np.ndarray] = {}
+
+    def batch(number: np.int64):
+        epoch, step = divmod(int(number), steps)
+        order = orders.get(epoch)
+        if order is None:
+            orders.clear()  # one epoch at a time: keep only the current order
+            order = orders[epoch] = epoch_order(len(indices), seed, epoch)
+        rows = indices[order[step * batch_size : (step + 1) * batch_size]]
+        x = crop_batch(photos, rows, size, seed, epoch, min_scale=augment.crop, flip=augment.flip,
+                       brightness=augment.brightness, contrast=augment.contrast)
+        w = weights[rows] if weights is not None else np.ones(len(rows), np.float32)
+        return x, labels[rows], w
+
+    def load(number):
+        x, y, w = tf.numpy_function(batch, [number], (tf.float32, tf.int64, tf.float32), stateful=False)
+        x = tf.ensure_shape(x, (None, size, size, 3))
+        y = tf.one_hot(tf.ensure_shape(y, (None,)), num_classes)
+        return x, y, tf.ensure_shape(w, (None,))
+
+    ds = tf.data.Dataset.range(initial_epoch * steps, epochs * steps)
+    # Parallel calls keep both cores cropping while the model trains; the map is ordered.
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if augment.rotation or augment.zoom:
+        extra = make_augmenter(Augment(flip=False, rotation=augment.rotation, zoom=augment.zoom, brightness=0.0,
+                                       contrast=0.0, crop=0.0), seed)
+        ds = ds.map(lambda x, y, w: (tf.clip_by_value(extra(x, training=True), 0.0, 255.0), y, w),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+    if sample_weights is None:
+        ds = ds.map(lambda x, y, w: (x, y))
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def steps_per_epoch(images: int, batch_size: int) -> int:
+    """Batches in one pass over ``images`` (the last one may be short)."""
+    return -(-images // batch_size)

@@ -27,6 +27,7 @@ from . import rundir
 from .audit import build_audit, class_weights, print_audit
 from .callbacks import read_state, write_state
 from .config import IMBALANCE_THRESHOLD, ClassWeights, TrainConfig
+from .crops import WholePhotoWriter, WholePhotos, cache_short_side, index_file
 from .dataset import DatasetError, Layout, Record, discover, scan
 from .model import WeightsError
 from .since import check_same_rule, compare_with_earlier, earlier_assignment, read_earlier_split
@@ -126,27 +127,38 @@ def _write_json(path: Path, data: dict) -> None:
     atomic_write(path, json.dumps(data, indent=2) + "\n")
 
 
-def _scan_to_cache(layout: Layout, config: TrainConfig, ckpt: Path, resume: bool) -> tuple[list[Record], np.ndarray]:
-    """Decode every image into ``checkpoints/images-N.npy``; on resume, reuse it if no file changed."""
+def _scan_to_cache(layout: Layout, config: TrainConfig, ckpt: Path,
+                   resume: bool) -> tuple[list[Record], np.ndarray, WholePhotos | None]:
+    """Decode every image into ``checkpoints/images-N.npy`` (the device's centre crops) and, for random-crop
+    training, into ``checkpoints/photos-S.bin`` (the whole photos); on resume, reuse both if no file changed."""
     size = config.input_size
     cache_path = ckpt / f"images-{size}.npy"
+    short_side = cache_short_side(size)
+    photos_path = ckpt / f"photos-{short_side}.bin"
+    crops = config.augment.crop > 0
     scan_path = ckpt / SCAN
-    if resume and cache_path.exists() and scan_path.exists():
+    if (resume and cache_path.exists() and scan_path.exists()
+            and (not crops or (photos_path.exists() and index_file(photos_path).exists()))):
         saved = json.loads(scan_path.read_text(encoding="utf-8"))
         now = scan(layout, workers=config.workers, description="checking files", decode=False)
         if [(r.item.rel, r.sha256) for r in now] == [(d["path"], d["sha256"]) for d in saved["records"]]:
             log.info("dataset unchanged since the run started: reusing the decoded image cache")
-            return [Record.from_json(d) for d in saved["records"]], np.load(cache_path, mmap_mode="r")
+            return ([Record.from_json(d) for d in saved["records"]], np.load(cache_path, mmap_mode="r"),
+                    WholePhotos(photos_path) if crops else None)
         log.info("dataset files changed since the run started: decoding again")
     # A memmap on disk: bounded memory for any dataset size, and reusable by --resume.
     cache = np.lib.format.open_memmap(ckpt / "images-tmp.npy", mode="w+", dtype=np.uint8,
                                       shape=(len(layout.items), size, size, 3))
-    records = scan(layout, cache, (size, size), config.resize, config.workers)
+    whole = WholePhotoWriter(ckpt / "photos-tmp.bin", len(layout.items), short_side) if crops else None
+    records = scan(layout, cache, (size, size), config.resize, config.workers, whole=whole)
     cache.flush()
     del cache
+    if whole is not None:
+        os.replace(whole.finish(), index_file(photos_path))
+        os.replace(whole.path, photos_path)
     os.replace(ckpt / "images-tmp.npy", cache_path)
     _write_json(scan_path, {"input_size": size, "resize": config.resize.value, "records": [r.to_json() for r in records]})
-    return records, np.load(cache_path, mmap_mode="r")
+    return records, np.load(cache_path, mmap_mode="r"), WholePhotos(photos_path) if crops else None
 
 
 def train(config: TrainConfig, out: str | Path, *, resume: bool = False, force: bool = False,
@@ -176,7 +188,7 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, force: 
     logs.mkdir(exist_ok=True)
 
     layout = discover(data_dir)
-    records, images = _scan_to_cache(layout, config, ckpt, resume)
+    records, images, photos = _scan_to_cache(layout, config, ckpt, resume)
     if resume and (out / rundir.SPLIT).exists():
         split = split_from_json(json.loads((out / rundir.SPLIT).read_text(encoding="utf-8")), layout, records)
         plan = plan_split(layout, records, config.split, config.seed)  # the groups, for the audit
@@ -206,7 +218,7 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, force: 
         _write_json(out / rundir.CONFIG, config.to_json(dataset_fingerprint=audit["fingerprint"],
                                                         num_classes=len(labels), class_weights_used=use_weights))
 
-    data = Data(images, label_rows, sample_weights, split, len(labels))
+    data = Data(images, label_rows, sample_weights, split, len(labels), photos)
     state = (read_state(ckpt) if resume else None) or {"phase": "head"}
     import keras
 
@@ -234,8 +246,9 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, force: 
     # model.keras last: its presence is what marks the training directory complete.
     final.save(ckpt / "final.keras")
     os.replace(ckpt / "final.keras", out / rundir.MODEL)
-    for leftover in list(ckpt.glob("images-*.npy")) + list(ckpt.glob("*.optimizer.npz")):
-        leftover.unlink()  # resume-only state, and the image cache is large
+    del data, photos  # the whole-photo memmap, before its file goes
+    for leftover in [*ckpt.glob("images-*.npy"), *ckpt.glob("photos-*.bin*"), *ckpt.glob("*.optimizer.npz")]:
+        leftover.unlink()  # resume-only state, and the image caches are large
     log.info("training directory complete: %s (test accuracy %.3f)", out, metrics["accuracy"])
     return metrics
 
