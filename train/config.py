@@ -118,6 +118,7 @@ class TrainConfig:
     dropout: float = 0.2
     label_smoothing: float = 0.1
     patience: int = 4  # epochs without val-loss improvement before stopping; 0 = never stop early
+    refit: bool = False  # then train again on train+val for the epochs validation chose (train/refit.py)
     augment: Augment = field(default_factory=Augment)
     class_weights: ClassWeights = ClassWeights.AUTO
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)

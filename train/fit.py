@@ -68,7 +68,8 @@ def device_setup(config: TrainConfig):
     return strategy, mixed
 
 
-def _loss(config: TrainConfig):
+def loss_for(config: TrainConfig):
+    """The training loss: cross-entropy on one-hot targets with the configured label smoothing."""
     import keras
 
     return keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
@@ -90,7 +91,7 @@ def train_head(model, data: Data, config: TrainConfig, state: dict, ckpt_dir: Pa
     y_val = keras.utils.to_categorical(data.labels[val_rows], data.num_classes)
     weights = data.sample_weights[train_rows] if data.sample_weights is not None else None
     head = model.get_layer("head")
-    head.compile(optimizer=keras.optimizers.Adam(config.head_lr), loss=_loss(config), metrics=["accuracy"])
+    head.compile(optimizer=keras.optimizers.Adam(config.head_lr), loss=loss_for(config), metrics=["accuracy"])
     stop = keras.callbacks.EarlyStopping("val_loss", patience=max(5, config.patience), restore_best_weights=True)
     steps = -(-len(train_rows) // config.batch_size)
     fitted = head.fit(
@@ -110,7 +111,8 @@ def train_head(model, data: Data, config: TrainConfig, state: dict, ckpt_dir: Pa
     state.update(
         phase="finetune", epoch=0, history=rows, head_epochs_run=len(rows), head_weights=weights_file.name,
         last_weights=weights_file.name, last_optimizer=None, best_weights=weights_file.name,
-        best_val_loss=float(fitted.history["val_loss"][best]), best_epoch=f"head {best + 1}", wait=0,
+        best_val_loss=float(fitted.history["val_loss"][best]), best_epoch=f"head {best + 1}", head_best_epoch=best + 1,
+        wait=0,
         frozen_images_per_s=round(forward_speed, 1),
     )
     write_state(ckpt_dir, state)
@@ -126,7 +128,7 @@ def fine_tune(model, data: Data, config: TrainConfig, state: dict, ckpt_dir: Pat
     trainable = set_fine_tuning(model, config.fine_tune_top, train_batchnorm=from_scratch(config))
     optimizer = (keras.optimizers.AdamW(config.lr, weight_decay=config.weight_decay) if config.weight_decay
                  else keras.optimizers.Adam(config.lr))
-    model.compile(optimizer=optimizer, loss=_loss(config), metrics=["accuracy"])
+    model.compile(optimizer=optimizer, loss=loss_for(config), metrics=["accuracy"])
     initial = int(state.get("epoch", 0))
     if initial:
         model.optimizer.build(model.trainable_variables)

@@ -5,8 +5,8 @@ Order of work (each step's output is on disk before the next starts, so
 
     discover -> scan into the image cache -> split -> audit
     -> config.json, labels.txt, split.json, dataset.json
-    -> head phase -> fine-tune epochs -> report/ -> model.keras (written last:
-       its presence marks a complete run)
+    -> head phase -> fine-tune epochs -> [--refit on train+val] -> report/
+    -> model.keras (written last: its presence marks a complete run)
 """
 
 from __future__ import annotations
@@ -170,7 +170,8 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, force: 
     and reports what is new; ``refuse_leakage`` stops on a picture that appears
     in two split folders.
     """
-    from .fit import Data, device_setup, export_model, fine_tune, train_head
+    from .fit import Data, device_setup, export_model, fine_tune, loss_for, train_head
+    from .refit import refit
 
     started = time.perf_counter()
     out = Path(out).expanduser().resolve()
@@ -237,11 +238,16 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, force: 
             if state["phase"] == "finetune" and config.fine_tune_top != 0 and config.epochs > 0:
                 fine_tune(model, data, config, state, ckpt, logs / HISTORY_CSV,
                           logs / "tensorboard" if tensorboard else None)
+            if config.refit and state["phase"] != "done":
+                # A refit interrupted by Ctrl-C starts again on --resume: it has no checkpoints of its own.
+                state["phase"] = "refit"
+                write_state(ckpt, state)
+                refit(config, data, state, ckpt, loss_for(config))
         state["phase"] = "done"
         write_state(ckpt, state)
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    final = export_model(config, len(labels), ckpt / state["best_weights"])
+    final = export_model(config, len(labels), ckpt / (state.get("refit_weights") or state["best_weights"]))
     metrics = _report(final, data, labels, out, state, config, mixed, started, [r.item.rel for r in records])
     # model.keras last: its presence is what marks the training directory complete.
     final.save(ckpt / "final.keras")
@@ -274,12 +280,13 @@ def _report(model, data, labels, out: Path, state: dict, config: TrainConfig, mi
         "finetune_images_per_s": round(float(np.median([h["images_per_s"] for h in finetune])), 1) if finetune else None,
         "wall_seconds_this_process": round(time.perf_counter() - started, 1),
         "mixed_precision": mixed,
+        "refit": state.get("refit"),
     }
     test = data.split["test"]
     extra = {"split": "test", "train_val_gap": gap, "training": training, "backbone": config.backbone.value,
              "alpha": config.alpha, "input_size": config.input_size}
     # The temperature is fitted on the validation split; a refit on train+val has no held-out images left for it.
-    refit = bool(getattr(config, "refit", False))
+    refit = config.refit
     val = None if refit or not data.split["val"] else (scores["val"], data.labels[data.split["val"]])
     return report_on(model, data.images, test, data.labels[test], labels, out / rundir.REPORT,
                      history=history, extra=extra, batch_size=config.batch_size, names=names, val=val,
