@@ -75,6 +75,15 @@ def loss_for(config: TrainConfig):
     return keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
 
 
+def fine_tune_optimizer(config: TrainConfig):
+    """Adam, or AdamW when ``--weight-decay`` is set (decoupled decay); the schedule sets its rate per step."""
+    import keras
+
+    if config.weight_decay:
+        return keras.optimizers.AdamW(config.lr, weight_decay=config.weight_decay)
+    return keras.optimizers.Adam(config.lr)
+
+
 def train_head(model, data: Data, config: TrainConfig, state: dict, ckpt_dir: Path, history_csv: Path) -> None:
     """Phase 1: fit the head on cached features of the frozen backbone; checkpoint the result."""
     import keras
@@ -126,9 +135,7 @@ def fine_tune(model, data: Data, config: TrainConfig, state: dict, ckpt_dir: Pat
     import keras
 
     trainable = set_fine_tuning(model, config.fine_tune_top, train_batchnorm=from_scratch(config))
-    optimizer = (keras.optimizers.AdamW(config.lr, weight_decay=config.weight_decay) if config.weight_decay
-                 else keras.optimizers.Adam(config.lr))
-    model.compile(optimizer=optimizer, loss=loss_for(config), metrics=["accuracy"])
+    model.compile(optimizer=fine_tune_optimizer(config), loss=loss_for(config), metrics=["accuracy"])
     initial = int(state.get("epoch", 0))
     if initial:
         model.optimizer.build(model.trainable_variables)

@@ -25,6 +25,7 @@ import numpy as np
 from .callbacks import cosine_lr, make_progress_callback, write_state
 from .config import TrainConfig
 from .evaluate import predict
+from .fit import fine_tune_optimizer
 from .model import build_model, feature_extractor, from_scratch, set_fine_tuning
 from .pipeline import make_crop_dataset, make_dataset, steps_per_epoch
 
@@ -65,9 +66,7 @@ def refit(config: TrainConfig, data, state: dict, ckpt_dir: Path, loss) -> Path:
              shuffle=True, verbose=0, callbacks=[make_progress_callback("refit: head", head_epochs, steps=steps)])
     if finetune_epochs:
         trainable = set_fine_tuning(model, config.fine_tune_top, train_batchnorm=from_scratch(config))
-        optimizer = (keras.optimizers.AdamW(config.lr, weight_decay=config.weight_decay) if config.weight_decay
-                     else keras.optimizers.Adam(config.lr))
-        model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+        model.compile(optimizer=fine_tune_optimizer(config), loss=loss, metrics=["accuracy"])
         if data.photos is not None:
             batches = make_crop_dataset(data.photos, rows, data.labels, data.num_classes, config.batch_size,
                                         config.input_size, config.augment, seed=config.seed + 1,
