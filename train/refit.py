@@ -25,7 +25,7 @@ import numpy as np
 from .callbacks import cosine_lr, make_progress_callback, write_state
 from .config import TrainConfig
 from .evaluate import predict
-from .fit import fine_tune_optimizer
+from .fit import fine_tune_optimizer, loss_for
 from .model import build_model, feature_extractor, from_scratch, set_fine_tuning
 from .pipeline import make_crop_dataset, make_dataset, steps_per_epoch
 
@@ -44,11 +44,12 @@ def chosen_epochs(state: dict) -> tuple[int, int]:
     return head, int(number or 0)
 
 
-def refit(config: TrainConfig, data, state: dict, ckpt_dir: Path, loss) -> Path:
+def refit(config: TrainConfig, data, state: dict, ckpt_dir: Path) -> Path:
     """Train a fresh model on train+val for the chosen epochs; its weights file (also recorded in ``state``)."""
     import keras
 
     head_epochs, finetune_epochs = chosen_epochs(state)
+    loss = loss_for(config)
     rows = np.concatenate([np.asarray(data.split["train"], np.int64), np.asarray(data.split["val"], np.int64)])
     log.info("refit on train+val (%d photos): %d head epochs and %d fine-tuning epochs, as validation chose",
              len(rows), head_epochs, finetune_epochs)

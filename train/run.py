@@ -170,7 +170,7 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, force: 
     and reports what is new; ``refuse_leakage`` stops on a picture that appears
     in two split folders.
     """
-    from .fit import Data, device_setup, export_model, fine_tune, loss_for, train_head
+    from .fit import Data, device_setup, export_model, fine_tune, train_head
     from .refit import refit
 
     started = time.perf_counter()
@@ -242,7 +242,7 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, force: 
                 # A refit interrupted by Ctrl-C starts again on --resume: it has no checkpoints of its own.
                 state["phase"] = "refit"
                 write_state(ckpt, state)
-                refit(config, data, state, ckpt, loss_for(config))
+                refit(config, data, state, ckpt)
         state["phase"] = "done"
         write_state(ckpt, state)
     finally:
