@@ -48,10 +48,15 @@ class RunDirError(EdgeclassError):
 
 
 def check_dataset(config: TrainConfig, since: str | Path | None = None, refuse_leakage: bool = False) -> dict:
-    """``--check-only``: scan, split and audit without writing anything; prints the audit."""
+    """``--check-only``: scan, split and audit without writing anything; prints the audit (and checks ``--teacher``)."""
     layout = discover(config.data_dir)
+    teacher = read_teacher(config.teacher) if config.teacher is not None else None
+    if teacher is not None:
+        check_labels(teacher, layout.labels)
     records = scan(layout, workers=config.workers)
-    _, audit = split_and_audit(layout, records, config, since, refuse_leakage)
+    plan, audit = split_and_audit(layout, records, config, since, refuse_leakage)
+    if teacher is not None:
+        refuse_leaks(teacher, records, plan.indices, layout.data_dir)
     return audit
 
 

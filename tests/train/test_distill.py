@@ -3,6 +3,7 @@ a real tiny teacher -> student run, and the refusals (before TensorFlow loads)."
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -124,3 +125,144 @@ def test_teacher_sees_the_very_crops_the_student_trains_on(tree, tmp_path, teach
         seen = x.numpy() if teacher_size == 64 else tf.image.resize(x, (teacher_size, teacher_size), antialias=True).numpy()
         np.testing.assert_allclose(y[:, 3:].numpy(), alone.predict(seen, verbose=0), atol=1e-5)
         np.testing.assert_allclose(y[:, 3:].numpy().sum(axis=1), 1.0, atol=1e-5)
+
+
+# -- real runs: the session's tiny training run (conftest ``trained``) is the teacher ---------------------------
+
+PROBE = (
+    "import sys, json\n"
+    "from edgeclass.device.cli import main\n"
+    "sys.argv = ['edgeclass'] + sys.argv[1:]\n"
+    "try:\n"
+    "    main()\n"
+    "    code = 0\n"
+    "except SystemExit as exc:\n"
+    "    code = exc.code\n"
+    "print(json.dumps({'code': code, 'tensorflow': 'tensorflow' in sys.modules}))\n"
+)
+
+
+def _history(out: Path) -> list[dict]:
+    import csv
+
+    with open(out / "logs" / "history.csv", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.mark.slow
+def test_student_trains_from_the_teacher_and_records_it(trained, tmp_path):
+    data, teacher, _ = trained
+    out = tmp_path / "student"
+    # The teacher's own settings and seed: only --teacher differs, so any difference in the loss is distillation.
+    result = invoke("train", data, "-o", out, *tiny_train_args(epochs=3), "--teacher", teacher,
+                    "--distill-weight", "0.7", "--distill-temperature", "3")
+    assert result.exit_code == 0, (result.output, result.exception)
+    run = rundir.load_training_dir(out)
+    teacher_metrics = json.loads((teacher / "report" / "metrics.json").read_text())
+    assert run.config["teacher"] == {
+        "path": str(teacher.resolve()), "backbone": "mobilenet_v2", "alpha": 0.35, "input_size": 64,
+        "val_accuracy": teacher_metrics["train_val_gap"]["val_accuracy"], "test_accuracy": teacher_metrics["accuracy"]}
+    assert (run.config["distill_weight"], run.config["distill_temperature"]) == (0.7, 3.0)
+    metrics = json.loads((out / "report" / "metrics.json").read_text())
+    assert metrics["distillation"] == {"teacher": run.config["teacher"], "weight": 0.7, "temperature": 3.0}
+    page = (out / "report" / "index.html").read_text()
+    assert "Knowledge distilled from" in page and 'data-src="metrics:/distillation/weight"' in page
+    assert "distilled from" in (out / "report" / "classification_report.txt").read_text()
+
+    # Same seed, same features, same initial head: without a teacher the head's first epoch would
+    # repeat the teacher run's loss exactly (a run is deterministic on the CPU).
+    student, alone = _history(out), _history(teacher)
+    assert student[0]["phase"] == alone[0]["phase"] == "head"
+    assert float(student[0]["loss"]) != pytest.approx(float(alone[0]["loss"]), rel=1e-3)
+    assert [h["phase"] for h in student].count("finetune") == 3
+
+
+def _run_copy(teacher: Path, where: Path) -> Path:
+    """A copy of a training directory without its report (smaller) to alter."""
+    return Path(shutil.copytree(teacher, where, ignore=shutil.ignore_patterns("report", "logs", "checkpoints")))
+
+
+def _probe(*args) -> tuple[dict, str]:
+    proc = subprocess.run([sys.executable, "-c", PROBE, *map(str, args)], capture_output=True, text=True, timeout=180)
+    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+
+
+@pytest.mark.slow
+def test_refusals_name_the_teacher_and_the_fix_before_tensorflow_loads(trained, tmp_path):
+    data, teacher, _ = trained
+    # A teacher split with --seed 7: its split.json is what a run with that seed writes (the same code).
+    seven = _run_copy(teacher, tmp_path / "seed7")
+    layout = discover(data)
+    records = scan(layout, workers=2)
+    ratios = (0.8, 0.1, 0.1)
+    theirs, ours = plan_split(layout, records, ratios, 7), plan_split(layout, records, ratios, 42)
+    (seven / rundir.SPLIT).write_text(json.dumps(split_json(layout, records, theirs, ratios, 7)))
+    config = json.loads((seven / rundir.CONFIG).read_text())
+    (seven / rundir.CONFIG).write_text(json.dumps({**config, "seed": 7}))
+    seen = {records[i].sha256 for i in theirs.indices["train"]}
+    leaked = [(i, s) for s in ("val", "test") for i in ours.indices[s] if records[i].sha256 in seen]
+    assert leaked, "the generated data no longer gives the two seeds overlapping splits"
+    first, where = leaked[0]
+
+    unfinished = _run_copy(teacher, tmp_path / "unfinished")
+    (unfinished / rundir.MODEL).unlink()
+    two = make_tree(tmp_path / "two", {"circles": 6, "squares": 6})
+    out = tmp_path / "student"
+    cases = {
+        "held-out photos in the teacher's training split": (
+            data, seven,
+            f"error: --teacher {seven.resolve()}: {len(leaked)} photo(s) of this run's validation/test split were in the teacher's "
+            f"training split, e.g. {records[first].item.rel} ({where} here); they would flatter the student: train the "
+            "teacher on this data with the same --seed and --split (it used --seed 7), or on data without them"),
+        "other labels": (
+            two, teacher,
+            f"error: --teacher {teacher.resolve()}: its labels (circles, squares, stripes) differ from this dataset's "
+            "(circles, squares); a teacher must be trained on the same classes"),
+        "unfinished": (
+            data, unfinished,
+            f"error: --teacher {unfinished}: unfinished training run (no model.keras); finish it with "
+            f"'edgeclass train --resume -o {unfinished} DATA'"),
+        "missing": (
+            data, tmp_path / "nowhere",
+            f"error: --teacher {tmp_path / 'nowhere'}: no such training directory (train the teacher first: "
+            f"edgeclass train DATA -o {tmp_path / 'nowhere'})"),
+    }
+    for name, (dataset, run, message) in cases.items():
+        report, stderr = _probe("train", dataset, "-o", out, *tiny_train_args(), "--teacher", run)
+        assert report["code"] == 2, (name, stderr)
+        assert "Traceback" not in stderr, name
+        assert stderr.strip().splitlines()[-1] == message, name
+        assert not report["tensorflow"], f"{name}: TensorFlow was imported before the refusal"
+        assert not out.exists(), name
+    # --check-only checks a teacher too, on the split it makes anyway.
+    report, stderr = _probe("train", data, "--check-only", "--teacher", seven)
+    assert report["code"] == 2 and stderr.strip().splitlines()[-1] == cases["held-out photos in the teacher's training split"][2]
+
+
+@pytest.mark.slow
+def test_a_photo_moved_into_test_by_a_new_near_duplicate_is_refused_after_the_split(trained, tmp_path):
+    """The check before TensorFlow predicts each photo's split from its own hash; a new near-duplicate
+    can still pull a photo the teacher trained on into this run's test split. The real split catches it."""
+    import cv2
+
+    from edgeclass.train.split import hashed_split, split_point
+
+    data, teacher, _ = trained
+    copy = Path(shutil.copytree(data, tmp_path / "data"))
+    split = json.loads((teacher / rundir.SPLIT).read_text())
+    photo = split["train"][0]
+    image = cv2.imread(str(copy / photo["path"]))
+    for quality in range(95, 40, -1):  # a re-encode whose own hash puts it (and so its group) in test
+        target = copy / photo["label"] / "reencoded.jpg"
+        cv2.imwrite(str(target), image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if hashed_split(split_point(42, hashlib.sha256(target.read_bytes()).hexdigest()), (0.8, 0.1, 0.1)) == "test":
+            break
+    else:
+        pytest.fail("no re-encode fell into the test split")
+    out = tmp_path / "student"
+    result = invoke("train", copy, "-o", out, *tiny_train_args(), "--teacher", teacher)
+    assert result.exit_code != 0
+    message = str(result.exception)
+    assert message.startswith(f"--teacher {teacher.resolve()}: 1 photo(s) of this run's validation/test split were "
+                              f"in the teacher's training split, e.g. {photo['path']} (test here)"), message
+    assert not out.exists(), "a refused run leaves no directory behind"
