@@ -127,7 +127,8 @@ def teacher_training_photos(teacher: Teacher, records: list[Record], data_dir: P
     return {sha for sha, s in where.items() if s == "train"}
 
 
-def held_out_leaks(teacher: Teacher, records: list[Record], split: dict[str, list[int]], data_dir: Path) -> list[tuple[int, str]]:
+def held_out_leaks(teacher: Teacher, records: list[Record], split: dict[str, list[int]],
+                   data_dir: Path) -> list[tuple[int, str]]:
     """``(record, split)`` for each of this run's validation and test photos that the teacher trained on."""
     seen = teacher_training_photos(teacher, records, data_dir)
     return [(i, s) for s in HELD_OUT for i in split.get(s, []) if records[i].sha256 in seen]
@@ -165,8 +166,8 @@ def check_teacher(run: str | Path, layout: Layout, ratios, seed: int, workers: i
     hashed = scan(layout, workers=workers, description="hashing (teacher check)", decode=False)
     seen = teacher_training_photos(teacher, hashed, layout.data_dir)
     pinned = earlier_assignment(earlier_doc, hashed, layout.data_dir) if earlier_doc is not None else {}
-    if not any(r.ok and r.sha256 in seen and (pinned.get(r.sha256) or _predicted_split(layout, r, ratios, seed)) in HELD_OUT
-               for r in hashed):
+    predicted = (pinned.get(r.sha256) or _predicted_split(layout, r, ratios, seed) for r in hashed if r.sha256 in seen)
+    if not any(s in HELD_OUT for s in predicted):
         return teacher
     records = scan(layout, workers=workers, description="splitting (teacher check)")
     plan = plan_split(layout, records, ratios, seed, earlier_assignment(earlier_doc, records, layout.data_dir)
@@ -249,7 +250,8 @@ def label_accuracy(num_classes: int):
     from keras import ops
 
     def accuracy(y_true, y_pred):
-        return ops.cast(ops.equal(ops.argmax(y_true[..., :num_classes], axis=-1), ops.argmax(y_pred, axis=-1)), "float32")
+        same = ops.equal(ops.argmax(y_true[..., :num_classes], axis=-1), ops.argmax(y_pred, axis=-1))
+        return ops.cast(same, "float32")
 
     return keras.metrics.MeanMetricWrapper(accuracy, name="accuracy")
 

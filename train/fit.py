@@ -80,7 +80,8 @@ def _loss_and_metrics(config: TrainConfig, data: Data):
         return keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing), ["accuracy"]
     from .distill import distillation_loss, label_accuracy
 
-    loss = distillation_loss(data.num_classes, config.distill_weight, config.distill_temperature, config.label_smoothing)
+    loss = distillation_loss(data.num_classes, config.distill_weight, config.distill_temperature,
+                             config.label_smoothing)
     return loss, [label_accuracy(data.num_classes)]
 
 

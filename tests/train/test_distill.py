@@ -104,8 +104,11 @@ def test_teacher_sees_the_very_crops_the_student_trains_on(tree, tmp_path, teach
     labels = np.array([CLASSES.index(r.item.label) for r in records])
     rows = list(range(0, len(records), 2))
 
+    # Class weights ride along as a third element (only in the same-size case, to cover both forms).
+    weights = np.linspace(0.5, 2.0, len(records)).astype(np.float32) if teacher_size == 64 else None
+
     def crops():
-        return make_crop_dataset(photos, rows, labels, 3, 4, 64, augment, seed=3, epochs=1)
+        return make_crop_dataset(photos, rows, labels, 3, 4, 64, augment, seed=3, epochs=1, sample_weights=weights)
 
     teacher = _tiny_teacher(tmp_path / "teacher", teacher_size)
     model = load_teacher_model(teacher, 64)
@@ -115,14 +118,18 @@ def test_teacher_sees_the_very_crops_the_student_trains_on(tree, tmp_path, teach
     import keras
 
     alone = keras.models.load_model(teacher.path / rundir.MODEL)
-    for (x0, y0), (x, y) in zip(plain, taught):
+    for (x0, y0, *w0), (x, y, *w) in zip(plain, taught):
+        assert len(w) == len(w0) == (weights is not None)
+        if w:
+            np.testing.assert_array_equal(w[0].numpy(), w0[0].numpy())
         # The student's batch is untouched: the seeded numpy crops are the same as without a teacher
         # (Keras' random rotation draws anew in each dataset built, so that case is not compared) ...
         if not augment.rotation:
             np.testing.assert_array_equal(x.numpy(), x0.numpy())
         np.testing.assert_array_equal(y[:, :3].numpy(), y0.numpy())
         # ... and the soft targets are the teacher's output on that very batch, at the teacher's size.
-        seen = x.numpy() if teacher_size == 64 else tf.image.resize(x, (teacher_size, teacher_size), antialias=True).numpy()
+        seen = x if teacher_size == 64 else tf.image.resize(x, (teacher_size, teacher_size), antialias=True)
+        seen = seen.numpy()
         np.testing.assert_allclose(y[:, 3:].numpy(), alone.predict(seen, verbose=0), atol=1e-5)
         np.testing.assert_allclose(y[:, 3:].numpy().sum(axis=1), 1.0, atol=1e-5)
 
@@ -211,9 +218,10 @@ def test_refusals_name_the_teacher_and_the_fix_before_tensorflow_loads(trained, 
     cases = {
         "held-out photos in the teacher's training split": (
             data, seven,
-            f"error: --teacher {seven.resolve()}: {len(leaked)} photo(s) of this run's validation/test split were in the teacher's "
-            f"training split, e.g. {records[first].item.rel} ({where} here); they would flatter the student: train the "
-            "teacher on this data with the same --seed and --split (it used --seed 7), or on data without them"),
+            f"error: --teacher {seven.resolve()}: {len(leaked)} photo(s) of this run's validation/test split were in "
+            f"the teacher's training split, e.g. {records[first].item.rel} ({where} here); they would flatter the "
+            "student: train the teacher on this data with the same --seed and --split (it used --seed 7), or on data "
+            "without them"),
         "other labels": (
             two, teacher,
             f"error: --teacher {teacher.resolve()}: its labels (circles, squares, stripes) differ from this dataset's "
@@ -236,7 +244,8 @@ def test_refusals_name_the_teacher_and_the_fix_before_tensorflow_loads(trained, 
         assert not out.exists(), name
     # --check-only checks a teacher too, on the split it makes anyway.
     report, stderr = _probe("train", data, "--check-only", "--teacher", seven)
-    assert report["code"] == 2 and stderr.strip().splitlines()[-1] == cases["held-out photos in the teacher's training split"][2]
+    held_out = cases["held-out photos in the teacher's training split"][2]
+    assert report["code"] == 2 and stderr.strip().splitlines()[-1] == held_out
 
 
 @pytest.mark.slow
