@@ -84,6 +84,9 @@ def train_command(
     check_only: bool = typer.Option(False, "--check-only", help="Scan and audit the dataset, print the audit and exit."),
     since: Optional[Path] = typer.Option(None, "--since", help="An earlier training directory: keep its photos in the splits it had them in, and report which photos are new and that its test photos are still test photos."),
     refuse_leakage: bool = typer.Option(False, "--refuse-leakage", help="Stop when a picture (or a near-duplicate of it) is in more than one of the dataset's train/val/test folders."),
+    teacher: Optional[Path] = typer.Option(None, "--teacher", help="A finished training directory (e.g. alpha 1.0) to distil into this model: its predictions on each training crop join the labels in the loss. Its training split must not hold this run's validation or test photos (same --seed and --split on the same data)."),
+    distill_weight: float = typer.Option(0.5, "--distill-weight", help="With --teacher: the teacher's share A of the loss, (1-A)*cross-entropy + A*T^2*KL(teacher_T || student_T)."),
+    distill_temperature: float = typer.Option(2.0, "--distill-temperature", help="With --teacher: temperature T that softens both models' probabilities in the distillation term."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in OUTPUT from its last completed epoch (uses its saved settings)."),
     force: bool = typer.Option(False, "--force", help="Replace a previous run's files in OUTPUT."),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write a TensorBoard log to OUTPUT/logs/tensorboard."),
@@ -116,6 +119,9 @@ def train_command(
         seed=seed,
         mixed_precision=mixed_precision,
         workers=workers,
+        teacher=str(teacher) if teacher is not None else None,
+        distill_weight=distill_weight,
+        distill_temperature=distill_temperature,
     )
     if check_only:
         from .run import check_dataset

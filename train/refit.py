@@ -25,7 +25,7 @@ import numpy as np
 from .callbacks import cosine_lr, make_progress_callback, write_state
 from .config import TrainConfig
 from .evaluate import predict
-from .fit import fine_tune_optimizer, loss_for
+from .fit import fine_tune_optimizer, head_targets, loss_and_metrics, with_teacher_targets
 from .model import build_model, feature_extractor, from_scratch, set_fine_tuning
 from .pipeline import make_crop_dataset, make_dataset, steps_per_epoch
 
@@ -49,7 +49,7 @@ def refit(config: TrainConfig, data, state: dict, ckpt_dir: Path) -> Path:
     import keras
 
     head_epochs, finetune_epochs = chosen_epochs(state)
-    loss = loss_for(config)
+    loss, metrics = loss_and_metrics(config, data)
     rows = np.concatenate([np.asarray(data.split["train"], np.int64), np.asarray(data.split["val"], np.int64)])
     log.info("refit on train+val (%d photos): %d head epochs and %d fine-tuning epochs, as validation chose",
              len(rows), head_epochs, finetune_epochs)
@@ -58,16 +58,16 @@ def refit(config: TrainConfig, data, state: dict, ckpt_dir: Path) -> Path:
     model = build_model(config, data.num_classes)
     set_fine_tuning(model, 0)
     features = predict(feature_extractor(model), data.images, rows, config.batch_size, "features (train+val)")
-    targets = keras.utils.to_categorical(data.labels[rows], data.num_classes)
+    targets = head_targets(data, rows, config.batch_size)
     weights = data.sample_weights[rows] if data.sample_weights is not None else None
     head = model.get_layer("head")
-    head.compile(optimizer=keras.optimizers.Adam(config.head_lr), loss=loss, metrics=["accuracy"])
+    head.compile(optimizer=keras.optimizers.Adam(config.head_lr), loss=loss, metrics=metrics)
     steps = steps_per_epoch(len(rows), config.batch_size)
     head.fit(features, targets, sample_weight=weights, epochs=head_epochs, batch_size=config.batch_size,
              shuffle=True, verbose=0, callbacks=[make_progress_callback("refit: head", head_epochs, steps=steps)])
     if finetune_epochs:
         trainable = set_fine_tuning(model, config.fine_tune_top, train_batchnorm=from_scratch(config))
-        model.compile(optimizer=fine_tune_optimizer(config), loss=loss, metrics=["accuracy"])
+        model.compile(optimizer=fine_tune_optimizer(config), loss=loss, metrics=metrics)
         if data.photos is not None:
             batches = make_crop_dataset(data.photos, rows, data.labels, data.num_classes, config.batch_size,
                                         config.input_size, config.augment, seed=config.seed + 1,
@@ -75,6 +75,7 @@ def refit(config: TrainConfig, data, state: dict, ckpt_dir: Path) -> Path:
         else:
             batches = make_dataset(data.images, rows, data.labels, data.num_classes, config.batch_size, shuffle=True,
                                    augment=config.augment, sample_weights=data.sample_weights, seed=config.seed + 1)
+        batches = with_teacher_targets(batches, data)
         # The first run's schedule (cosine over --epochs), stopped where validation stopped it.
         schedule = make_schedule_callback(config.lr, config.epochs, steps, config.warmup_epochs)
         progress = make_progress_callback(f"refit: fine-tune ({trainable} backbone layers)", finetune_epochs,
