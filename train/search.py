@@ -232,7 +232,20 @@ def _summary(state: dict, seconds: float, trial_dir: Path, search_dir: Path) -> 
     }
 
 
-def _pruning_callback(trial):
+def create_study(seed: int):
+    """A study minimising validation loss: TPE seeded by ``seed``; the median pruner, from the step after the
+    head (step 0) on, once :data:`STARTUP_TRIALS` trials have finished."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own line per trial instead
+    return optuna.create_study(
+        direction="minimize",
+        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=STARTUP_TRIALS),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=STARTUP_TRIALS, n_warmup_steps=1),
+    )
+
+
+def pruning_callback(trial):
     from .callbacks import _callback_base
 
     class Pruning(_callback_base()):
@@ -274,13 +287,8 @@ def run_search(config: TrainConfig, budget: Budget, space: dict, data, out: Path
     search_dir = out / SEARCH_DIR
     search_dir.mkdir(exist_ok=True)
     earlier = read_trials(search_dir) if resume else []
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own line per trial instead
-    study = optuna.create_study(
-        direction="minimize",
-        # A resumed study must not draw its first trials' parameters again: the seed moves on.
-        sampler=optuna.samplers.TPESampler(seed=config.seed + len(earlier), n_startup_trials=STARTUP_TRIALS),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=STARTUP_TRIALS, n_warmup_steps=1),
-    )
+    # A resumed study must not draw its first trials' parameters again: the seed moves on.
+    study = create_study(config.seed + len(earlier))
     for record in earlier:
         study.add_trial(_frozen(record, space))
     _keep_best_weights(study, search_dir)  # an interrupted trial's checkpoints
@@ -328,7 +336,7 @@ def run_search(config: TrainConfig, budget: Budget, space: dict, data, out: Path
         keras.backend.clear_session()  # one model per trial: do not let the graphs pile up
         keras.utils.set_random_seed(config.seed)
         state: dict = {"phase": "head"}
-        pruning = _pruning_callback(trial)
+        pruning = pruning_callback(trial)
         with strategy.scope():
             model = build_model(settings, num_classes, backbone=build_backbone(settings, pretrained=False))
             model.set_weights(initial)

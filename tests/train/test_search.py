@@ -173,6 +173,32 @@ def test_resume_continues_an_interrupted_search(tmp_path):
     assert (out / rundir.MODEL).is_file() and (out / "report" / "metrics.json").is_file()
 
 
+def test_a_trial_behind_the_median_is_stopped_after_its_first_fine_tuning_epoch():
+    """The pruner on a real (tiny) Keras fit: five earlier trials reached val loss 0.1 at every epoch;
+    one whose val loss stays far above that stops after the first epoch the pruner may judge."""
+    import keras
+
+    from edgeclass.train.config import TrainConfig
+    from edgeclass.train.search import STARTUP_TRIALS, _frozen, create_study, pruning_callback, search_space
+
+    space = search_space(TrainConfig("x"))
+    study = create_study(0)
+    for n in range(STARTUP_TRIALS):
+        study.add_trial(_frozen({"trial": n, "state": "COMPLETE", "params": {"dropout": 0.05 * n},
+                                 "best_val_loss": 0.1, "val_losses": [0.5, 0.1, 0.1, 0.1]}, space))
+    trial = study.ask()
+    trial.report(0.5, 0)  # the head: step 0 is never judged
+    assert not trial.should_prune()
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 8)), keras.utils.to_categorical(rng.integers(0, 3, 64), 3)  # nothing to learn
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3, activation="softmax")])
+    model.compile("adam", "categorical_crossentropy")
+    pruning = pruning_callback(trial)
+    fitted = model.fit(x, y, validation_data=(x[:16], y[:16]), epochs=4, verbose=0, callbacks=[pruning])
+    assert pruning.pruned and len(fitted.history["val_loss"]) == 1
+    assert study.trials[-1].intermediate_values == {0: 0.5, 1: pytest.approx(fitted.history["val_loss"][0])}
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
