@@ -44,8 +44,8 @@ SCAN = "scan.json"
 LOGS = "logs"
 HISTORY_CSV = "history.csv"
 # Everything a run writes; --force removes these and nothing else.
-OUR_FILES = (rundir.MODEL, rundir.LABELS, rundir.CONFIG, rundir.SPLIT, rundir.DATASET, rundir.REPORT, rundir.CHECKPOINTS, LOGS,
-             SEARCH_DIR)
+OUR_FILES = (rundir.MODEL, rundir.LABELS, rundir.CONFIG, rundir.SPLIT, rundir.DATASET, rundir.REPORT, rundir.CHECKPOINTS,
+             LOGS, SEARCH_DIR)
 
 
 class RunDirError(EdgeclassError):
@@ -184,7 +184,9 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, force: 
     out = Path(out).expanduser().resolve()
     data_dir = Path(config.data_dir).expanduser().resolve()
     # config.json["search"]: the budget and space at the start, the outcome added at the end.
-    search_doc = {"objective": "val_loss", "budget": search.to_json(), "space": search_space(config)} if search else None
+    search_doc = None
+    if search is not None:
+        search_doc = {"objective": "val_loss", "budget": search.to_json(), "space": search_space(config)}
     if resume and (out / rundir.CONFIG).exists():
         saved_doc = json.loads((out / rundir.CONFIG).read_text(encoding="utf-8"))
         saved = TrainConfig.from_json(saved_doc)
@@ -228,8 +230,8 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, force: 
         _write_json(out / rundir.SPLIT, split_json(layout, records, plan, config.split, config.seed))
         _write_json(out / rundir.DATASET, audit)
         extra = {"search": search_doc} if search_doc else {}
-        _write_json(out / rundir.CONFIG, config.to_json(dataset_fingerprint=audit["fingerprint"],
-                                                        num_classes=len(labels), class_weights_used=use_weights, **extra))
+        _write_json(out / rundir.CONFIG, config.to_json(dataset_fingerprint=audit["fingerprint"], num_classes=len(labels),
+                                                        class_weights_used=use_weights, **extra))
 
     data = Data(images, label_rows, sample_weights, split, len(labels), photos)
     import keras

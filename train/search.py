@@ -78,8 +78,8 @@ class Budget:
         return cls(data.get("trials"), data.get("minutes"))
 
     def describe(self) -> str:
-        parts = ([f"{self.trials} trials"] if self.trials else []) + ([f"{self.minutes:g} minutes"] if self.minutes else [])
-        return " or ".join(parts)
+        parts = [f"{self.trials} trials"] if self.trials else []
+        return " or ".join(parts + ([f"{self.minutes:g} minutes"] if self.minutes else []))
 
 
 def check_options(trials: int | None, minutes: float | None, config: TrainConfig, resume: bool) -> Budget | None:

@@ -82,7 +82,8 @@ def test_config_records_the_best_trial_as_the_runs_settings(searched):
     assert (search["objective"], search["trials"]) == ("val_loss", 3)
     assert search["budget"] == {"trials": 3, "minutes": 60}
     p = best["params"]
-    assert (config["lr"], config["fine_tune_layers"], config["dropout"]) == (p["lr"], p["fine_tune_layers"], p["dropout"])
+    for name in ("lr", "fine_tune_layers", "dropout"):
+        assert config[name] == p[name], name
     assert config["augment"]["crop"] == p["crop"]
     assert config["augment"]["brightness"] == config["augment"]["contrast"] == p["jitter"]
     # Only the best trial keeps weights; every trial keeps its log.
