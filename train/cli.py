@@ -90,6 +90,8 @@ def train_command(
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in OUTPUT from its last completed epoch (uses its saved settings)."),
     force: bool = typer.Option(False, "--force", help="Replace a previous run's files in OUTPUT."),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write a TensorBoard log to OUTPUT/logs/tensorboard."),
+    search: Optional[int] = typer.Option(None, "--search", metavar="TRIALS", help="Hyperparameter search (Optuna): train TRIALS trials with different fine-tuning learning rate, depth, dropout, crop and colour jitter, keep the one with the lowest validation loss (OUTPUT/search/trials.json)."),
+    search_minutes: Optional[float] = typer.Option(None, "--search-minutes", metavar="M", help="Start no search trial after M minutes of trials (with --search: whichever comes first)."),
 ) -> None:
     """Fine-tune an ImageNet MobileNet on a folder of labelled photos and write a training directory with a report."""
     from .config import Augment, Backbone, ClassWeights, TrainConfig
@@ -133,13 +135,15 @@ def train_command(
     if since is not None and resume:
         raise EdgeclassError("--since applies when a run starts; --resume continues with the split the run started with")
     from .run import check_before_training, train
+    from .search import check_options
 
     _check_tensorflow_installed()  # first: on a device install that is the message that helps
+    budget = check_options(search, search_minutes, config, resume)
     check_before_training(config, output, resume=resume, force=force, since=since)
     _require_tensorflow()
     try:
         metrics = train(config, output, resume=resume, force=force, tensorboard=tensorboard, since=since,
-                        refuse_leakage=refuse_leakage)
+                        refuse_leakage=refuse_leakage, search=budget)
     except KeyboardInterrupt:
         typer.echo(f"interrupted: continue with 'edgeclass train --resume -o {output} {data_dir}'", err=True)
         raise typer.Exit(130) from None

@@ -116,18 +116,45 @@ def fine_tune_optimizer(config: TrainConfig):
     return keras.optimizers.Adam(config.lr)
 
 
-def train_head(model, data: Data, config: TrainConfig, state: dict, ckpt_dir: Path, history_csv: Path) -> None:
-    """Phase 1: fit the head on cached features of the frozen backbone; checkpoint the result."""
+@dataclass
+class HeadFeatures:
+    """The frozen backbone's pooled features of the train and val centre crops (the head's inputs)."""
+
+    train: np.ndarray
+    val: np.ndarray
+    images_per_s: float  # the frozen backbone's forward speed, for the report
+
+
+def head_features(model, data: Data, config: TrainConfig) -> HeadFeatures:
+    """One forward pass of the frozen backbone over the train and val rows.
+
+    The result depends only on the backbone's weights and the centre-crop
+    images (BatchNorm in inference mode, no augmentation), so a search computes
+    it once and every trial's head trains on the same arrays.
+    """
+    set_fine_tuning(model, 0)
+    extractor = feature_extractor(model)
+    started = time.perf_counter()
+    train_rows = data.split["train"]
+    feats = predict(extractor, data.images, train_rows, config.batch_size, "features (frozen backbone)")
+    speed = len(train_rows) / (time.perf_counter() - started)
+    val_feats = predict(extractor, data.images, data.split["val"], config.batch_size, "features (val)")
+    return HeadFeatures(feats, val_feats, speed)
+
+
+def train_head(model, data: Data, config: TrainConfig, state: dict, ckpt_dir: Path, history_csv: Path,
+               features: HeadFeatures | None = None) -> None:
+    """Phase 1: fit the head on cached features of the frozen backbone; checkpoint the result.
+
+    ``features`` (from :func:`head_features` on the same backbone weights) skips the forward pass.
+    """
     import keras
 
     set_fine_tuning(model, 0)
     history_csv.unlink(missing_ok=True)  # a head phase restarted by --resume starts the log afresh
-    extractor = feature_extractor(model)
-    started = time.perf_counter()
+    features = features if features is not None else head_features(model, data, config)
+    feats, val_feats, forward_speed = features.train, features.val, features.images_per_s
     train_rows, val_rows = data.split["train"], data.split["val"]
-    feats = predict(extractor, data.images, train_rows, config.batch_size, "features (frozen backbone)")
-    forward_speed = len(train_rows) / (time.perf_counter() - started)
-    val_feats = predict(extractor, data.images, val_rows, config.batch_size, "features (val)")
     y = head_targets(data, train_rows, config.batch_size)
     y_val = keras.utils.to_categorical(data.labels[val_rows], data.num_classes)
     weights = data.sample_weights[train_rows] if data.sample_weights is not None else None
@@ -163,8 +190,11 @@ def train_head(model, data: Data, config: TrainConfig, state: dict, ckpt_dir: Pa
 
 
 def fine_tune(model, data: Data, config: TrainConfig, state: dict, ckpt_dir: Path, history_csv: Path,
-              tensorboard_dir: Path | None = None) -> None:
-    """Phase 2: unfreeze the top of the backbone and train on augmented batches, from ``state['epoch']``."""
+              tensorboard_dir: Path | None = None, extra_callbacks: tuple = ()) -> None:
+    """Phase 2: unfreeze the top of the backbone and train on augmented batches, from ``state['epoch']``.
+
+    ``extra_callbacks`` run after the checkpoint callback in each epoch (so they see that epoch's state saved).
+    """
     import keras
 
     trainable = set_fine_tuning(model, config.fine_tune_top, train_batchnorm=from_scratch(config))
@@ -197,6 +227,7 @@ def fine_tune(model, data: Data, config: TrainConfig, state: dict, ckpt_dir: Pat
     ]
     if tensorboard_dir is not None:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir)))
+    callbacks += extra_callbacks
     # shuffle=False: the dataset shuffles itself (Keras would only warn that it ignores the flag).
     model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, initial_epoch=initial, shuffle=False,
               steps_per_epoch=steps if data.photos is not None else None, verbose=0, callbacks=callbacks)

@@ -7,6 +7,10 @@ Order of work (each step's output is on disk before the next starts, so
     -> config.json, labels.txt, split.json, dataset.json
     -> head phase -> fine-tune epochs -> [--refit on train+val] -> report/
     -> model.keras (written last: its presence marks a complete run)
+
+With ``--search`` the two training phases run once per trial instead
+(search.py, files in ``search/``) and the best trial's best checkpoint is the
+model (refitted with ``--refit``); everything before and after is the same.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from .crops import WholePhotoWriter, WholePhotos, cache_short_side, index_file
 from .dataset import DatasetError, Layout, Record, discover, scan
 from .distill import TeacherError, check_labels, check_teacher, read_teacher, refuse_leaks
 from .model import WeightsError
+from .search import SEARCH_DIR, Budget, search_space
 from .since import check_same_rule, compare_with_earlier, earlier_assignment, read_earlier_split
 from .split import SplitPlan, plan_split, split_from_json, split_json
 
@@ -40,7 +45,8 @@ SCAN = "scan.json"
 LOGS = "logs"
 HISTORY_CSV = "history.csv"
 # Everything a run writes; --force removes these and nothing else.
-OUR_FILES = (rundir.MODEL, rundir.LABELS, rundir.CONFIG, rundir.SPLIT, rundir.DATASET, rundir.REPORT, rundir.CHECKPOINTS, LOGS)
+OUR_FILES = (rundir.MODEL, rundir.LABELS, rundir.CONFIG, rundir.SPLIT, rundir.DATASET, rundir.REPORT, rundir.CHECKPOINTS,
+             LOGS, SEARCH_DIR)
 
 
 class RunDirError(EdgeclassError):
@@ -183,24 +189,31 @@ def _scan_to_cache(layout: Layout, config: TrainConfig, ckpt: Path,
 
 
 def train(config: TrainConfig, out: str | Path, *, resume: bool = False, force: bool = False,
-          tensorboard: bool = False, since: str | Path | None = None, refuse_leakage: bool = False) -> dict:
+          tensorboard: bool = False, since: str | Path | None = None, refuse_leakage: bool = False,
+          search: Budget | None = None) -> dict:
     """Train and write a complete training directory at ``out``; returns the test metrics.
 
-    With ``resume``, ``config`` is ignored in favour of the one the run saved.
-    ``since`` (an earlier training directory) keeps its photos in their splits
-    and reports what is new; ``refuse_leakage`` stops on a picture that appears
-    in two split folders.
+    With ``resume``, ``config`` is ignored in favour of the one the run saved
+    (a search run continues its search). ``since`` (an earlier training
+    directory) keeps its photos in their splits and reports what is new;
+    ``refuse_leakage`` stops on a picture that appears in two split folders.
+    ``search`` runs a hyperparameter search within that budget (search.py).
     """
-    from .fit import Data, device_setup, export_model, fine_tune, train_head
-    from .refit import refit
+    from .fit import Data, device_setup, export_model
 
     started = time.perf_counter()
     out = Path(out).expanduser().resolve()
     data_dir = Path(config.data_dir).expanduser().resolve()
+    # config.json["search"]: the budget and space at the start, the outcome added at the end.
+    search_doc = None
+    if search is not None:
+        search_doc = {"objective": "val_loss", "budget": search.to_json(), "space": search_space(config)}
     if resume and (out / rundir.CONFIG).exists():
-        saved = TrainConfig.from_json(json.loads((out / rundir.CONFIG).read_text(encoding="utf-8")))
+        saved_doc = json.loads((out / rundir.CONFIG).read_text(encoding="utf-8"))
+        saved = TrainConfig.from_json(saved_doc)
         data_dir = Path(saved.data_dir)
         config = saved
+        search_doc = saved_doc.get("search")
         log.info("resuming %s with the settings it started with (%s); other options are ignored", out, rundir.CONFIG)
     _prepare_out(out, data_dir, resume, force)
     config = config.with_(data_dir=str(data_dir))
@@ -250,12 +263,12 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, force: 
         (out / rundir.LABELS).write_text("\n".join(labels) + "\n", encoding="utf-8")
         _write_json(out / rundir.SPLIT, split_json(layout, records, plan, config.split, config.seed))
         _write_json(out / rundir.DATASET, audit)
-        extra = {"teacher": teacher.summary()} if teacher is not None else {}
-        _write_json(out / rundir.CONFIG, config.to_json(dataset_fingerprint=audit["fingerprint"],
-                                                        num_classes=len(labels), class_weights_used=use_weights,
-                                                        **extra))
+        extra = {"search": search_doc} if search_doc else {}
+        if teacher is not None:
+            extra["teacher"] = teacher.summary()
+        _write_json(out / rundir.CONFIG, config.to_json(dataset_fingerprint=audit["fingerprint"], num_classes=len(labels),
+                                                        class_weights_used=use_weights, **extra))
 
-    state = (read_state(ckpt) if resume else None) or {"phase": "head"}
     import keras
 
     teacher_model = None
@@ -270,29 +283,21 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, force: 
     data = Data(images, label_rows, sample_weights, split, len(labels), photos, teacher_model)
     keras.utils.set_random_seed(config.seed)
     strategy, mixed = device_setup(config)
+    tensorboard_dir = logs / "tensorboard" if tensorboard else None
     try:
-        from .model import build_model
+        if search_doc is not None:
+            config, state, best_weights = _search(config, search_doc, data, out, strategy, resume, tensorboard_dir)
+        else:
+            state, best_weights = _train_once(config, data, ckpt, logs / HISTORY_CSV, strategy, resume, tensorboard_dir)
+        if config.refit:
+            # A refit has no checkpoints of its own: one interrupted starts again on --resume.
+            from .refit import refit
 
-        with strategy.scope():
-            # On resume the weights come from the checkpoint, so the ImageNet file is not needed again.
-            model = build_model(config, len(labels), pretrained=state["phase"] == "head")
-            if state["phase"] == "head":
-                train_head(model, data, config, state, ckpt, logs / HISTORY_CSV)
-            else:
-                model.load_weights(ckpt / state["last_weights"])
-            if state["phase"] == "finetune" and config.fine_tune_top != 0 and config.epochs > 0:
-                fine_tune(model, data, config, state, ckpt, logs / HISTORY_CSV,
-                          logs / "tensorboard" if tensorboard else None)
-            if config.refit and state["phase"] != "done":
-                # A refit interrupted by Ctrl-C starts again on --resume: it has no checkpoints of its own.
-                state["phase"] = "refit"
-                write_state(ckpt, state)
-                refit(config, data, state, ckpt)
-        state["phase"] = "done"
-        write_state(ckpt, state)
+            with strategy.scope():
+                best_weights = refit(config, data, state, ckpt)
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    final = export_model(config, len(labels), ckpt / (state.get("refit_weights") or state["best_weights"]))
+    final = export_model(config, len(labels), best_weights)
     metrics = _report(final, data, labels, out, state, config, mixed, started, [r.item.rel for r in records])
     # model.keras last: its presence is what marks the training directory complete.
     final.save(ckpt / "final.keras")
@@ -302,6 +307,42 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, force: 
         leftover.unlink()  # resume-only state, and the image caches are large
     log.info("training directory complete: %s (test accuracy %.3f)", out, metrics["accuracy"])
     return metrics
+
+
+def _train_once(config: TrainConfig, data, ckpt: Path, history_csv: Path, strategy, resume: bool,
+                tensorboard_dir: Path | None) -> tuple[dict, Path]:
+    """The two training phases, resumable from ``ckpt/state.json``; returns the state and the best weights."""
+    from .fit import fine_tune, train_head
+    from .model import build_model
+
+    state = (read_state(ckpt) if resume else None) or {"phase": "head"}
+    with strategy.scope():
+        # On resume the weights come from the checkpoint, so the ImageNet file is not needed again.
+        model = build_model(config, data.num_classes, pretrained=state["phase"] == "head")
+        if state["phase"] == "head":
+            train_head(model, data, config, state, ckpt, history_csv)
+        else:
+            model.load_weights(ckpt / state["last_weights"])
+        if state["phase"] == "finetune" and config.fine_tune_top != 0 and config.epochs > 0:
+            fine_tune(model, data, config, state, ckpt, history_csv, tensorboard_dir)
+    state["phase"] = "done"
+    write_state(ckpt, state)
+    return state, ckpt / state["best_weights"]
+
+
+def _search(config: TrainConfig, search_doc: dict, data, out: Path, strategy, resume: bool,
+            tensorboard_dir: Path | None) -> tuple[TrainConfig, dict, Path]:
+    """The search instead of one training: the best trial's settings become the run's (config.json, with the
+    search's outcome), its log the run's log; returns them with its state and best weights."""
+    from .search import run_search
+
+    result = run_search(config, Budget.from_json(search_doc["budget"]), search_doc["space"], data, out, strategy,
+                        resume=resume, tensorboard_dir=tensorboard_dir)
+    shutil.copyfile(result.history_csv, out / LOGS / HISTORY_CSV)
+    doc = json.loads((out / rundir.CONFIG).read_text(encoding="utf-8"))
+    doc.update(result.config.to_json(), search={**search_doc, **result.summary})
+    _write_json(out / rundir.CONFIG, doc)
+    return result.config, result.state, result.weights
 
 
 def _report(model, data, labels, out: Path, state: dict, config: TrainConfig, mixed: bool, started: float,

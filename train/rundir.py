@@ -15,6 +15,7 @@ Layout::
       dataset.json       the audit and the dataset fingerprint
       report/            metrics.json, classification_report.txt, PNGs
       checkpoints/       resume state (not needed by convert)
+      search/            train --search only: trials.json (one record per trial) and trial-N/
 
 config.json holds at least: backbone, alpha, input_size, resize (a
 ResizePolicy value), weights, epochs, seed, edgeclass_version, and
