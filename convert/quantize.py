@@ -19,12 +19,12 @@ from typing import Callable, Iterator
 import numpy as np
 
 from edgeclass.device.errors import EdgeclassError
-from edgeclass.train.quiet import native_output_to_debug_log, quiet_tensorflow_logs
+from edgeclass.train.quiet import load_tensorflow, native_output_to_debug_log
 
 from .progress import Progress, no_progress
 
 log = logging.getLogger(__name__)
-quiet_tensorflow_logs()  # TensorFlow's C++ chatter only with -v: set before TensorFlow loads
+load_tensorflow()  # TensorFlow's C++ start-up chatter only with -v
 # TensorFlow logs "Assets written to ..." at INFO through Python logging; the CLI runs at INFO.
 logging.getLogger("tensorflow").setLevel(logging.WARNING)
 

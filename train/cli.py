@@ -36,11 +36,10 @@ def _check_tensorflow_installed() -> None:
 def _require_tensorflow() -> None:
     """Fail with one line (not an ImportError traceback) when TensorFlow is missing."""
     # TensorFlow's C++ start-up chatter (CUDA probing, instruction-set notices, oneDNN) only with -v.
-    from .quiet import quiet_tensorflow_logs
+    from .quiet import load_tensorflow
 
-    quiet_tensorflow_logs()
     try:
-        import tensorflow  # noqa: F401  (the command needs it next anyway)
+        load_tensorflow()  # the command needs it next anyway
     except ImportError:
         raise MissingDependency(NO_TENSORFLOW) from None
 

@@ -33,6 +33,22 @@ def quiet_tensorflow_logs() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose() else "2")
 
 
+def load_tensorflow():
+    """Import TensorFlow with its start-up chatter on the debug log (``-v`` shows it); the module.
+
+    ``TF_CPP_MIN_LOG_LEVEL`` no longer silences everything: TensorFlow 2.21's
+    oneDNN notice and absl's "All log messages before absl::InitializeLog()"
+    lines reach descriptor 2 during ``import tensorflow`` whatever its value,
+    so the import itself runs with native output sent to the debug log.
+    """
+    quiet_tensorflow_logs()
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    with native_output_to_debug_log("TensorFlow start-up"):
+        import tensorflow
+    return tensorflow
+
+
 @contextlib.contextmanager
 def native_output_to_debug_log(what: str) -> Iterator[None]:
     """Send what native code writes to stderr inside the block to the debug log instead."""
