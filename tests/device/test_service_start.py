@@ -314,9 +314,11 @@ def test_terminal_hangup_stops_an_interactive_run(colour_bundle, colour_video, t
     proc = _interactive(["-b", colour_bundle, "-s", colour_video, "--loop", "--realtime", "-f", "jsonl"], tmp_path)
     try:
         assert proc.stdout.readline().startswith("{")
+        # Keep reading, as a terminal would: a full pipe would block the run's writes, not the hang-up.
+        threading.Thread(target=proc.stdout.read, daemon=True).start()
         sent = time.monotonic()
         proc.send_signal(signal.SIGHUP)
-        assert proc.wait(10) == 0
+        assert proc.wait(30) == 0
         assert time.monotonic() - sent < 8.0  # well inside TimeoutStopSec (90 s); slack for a loaded machine
     finally:
         proc.kill()
