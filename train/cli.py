@@ -65,7 +65,7 @@ def train_command(
     epochs: int = typer.Option(10, help="Fine-tuning epochs (phase 2); 0 trains the head only."),
     head_epochs: int = typer.Option(30, "--head-epochs", help="Head epochs on cached frozen-backbone features (phase 1, cheap)."),
     fine_tune_layers: Optional[int] = typer.Option(None, "--fine-tune-layers", show_default="auto", help="Top backbone layers to unfreeze in phase 2; -1 = all, 0 = none; auto = 56 from pretrained weights, all with --weights none (BatchNorm stays frozen on pretrained weights)."),
-    batch_size: int = typer.Option(32, "--batch-size"),
+    batch_size: int = typer.Option(32, "--batch-size", help="Images per training step (per replica when training on several devices, see --devices)."),
     lr: float = typer.Option(1e-4, "--lr", help="Fine-tuning learning rate (warm-up, then cosine decay)."),
     warmup_epochs: int = typer.Option(1, "--warmup-epochs", help="Fine-tuning epochs over which the learning rate ramps up per step from 0."),
     weight_decay: float = typer.Option(0.0, "--weight-decay", help="Fine-tuning decoupled weight decay (AdamW); 0 = Adam."),
@@ -78,7 +78,8 @@ def train_command(
     split: str = typer.Option("0.8,0.1,0.1", help="train,val,test fractions for a folder-per-class dataset."),
     seed: int = typer.Option(42, help="Seed for the split (each photo's split is a hash of the seed and its content), shuffling, augmentation and initialisation."),
     minimalistic: bool = typer.Option(True, "--minimalistic/--no-minimalistic", help="MobileNetV3 only: the Edge-TPU-friendly variant (no hard-swish)."),
-    mixed_precision: str = typer.Option("auto", "--mixed-precision", help="auto (on with a GPU), on or off."),
+    mixed_precision: str = typer.Option("auto", "--mixed-precision", help="auto (on when training on GPUs), on or off: float16 compute with float32 weights; model.keras is float32 either way."),
+    devices: str = typer.Option("auto", "--devices", help="Where to train: auto (every GPU, else the CPU), cpu, gpu (every GPU), gpu:N (the first N GPUs), or cpu:N (the CPU split into N logical devices: multi-replica training without a GPU, for trying it out). With several devices (tf.distribute.MirroredStrategy) --batch-size is per replica, the learning rates scale with the replica count, and BatchNorm trained from scratch is synchronised across replicas."),
     workers: int = typer.Option(0, help="Image decoding threads; 0 = one per CPU core."),
     check_only: bool = typer.Option(False, "--check-only", help="Scan and audit the dataset, print the audit and exit."),
     since: Optional[Path] = typer.Option(None, "--since", help="An earlier training directory: keep its photos in the splits it had them in, and report which photos are new and that its test photos are still test photos."),
@@ -113,6 +114,7 @@ def train_command(
         split=_split(split),
         seed=seed,
         mixed_precision=mixed_precision,
+        devices=devices.strip().lower(),
         workers=workers,
     )
     if check_only:

@@ -170,7 +170,7 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, force: 
     and reports what is new; ``refuse_leakage`` stops on a picture that appears
     in two split folders.
     """
-    from .fit import Data, device_setup, export_model, fine_tune, train_head
+    from .fit import Data, build_training_model, device_setup, export_model, fine_tune, train_head
 
     started = time.perf_counter()
     out = Path(out).expanduser().resolve()
@@ -180,6 +180,11 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, force: 
         data_dir = Path(saved.data_dir)
         config = saved
         log.info("resuming %s with the settings it started with (%s); other options are ignored", out, rundir.CONFIG)
+    # First: splitting the CPU (--devices cpu:N) must precede TensorFlow's first use of its devices,
+    # and devices that are not there fail before anything is written.
+    placement = device_setup(config)
+    if resume and (out / rundir.CONFIG).exists():
+        _check_same_replicas(out, placement)
     _prepare_out(out, data_dir, resume, force)
     config = config.with_(data_dir=str(data_dir))
     ckpt = out / rundir.CHECKPOINTS
@@ -216,33 +221,36 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, force: 
         _write_json(out / rundir.SPLIT, split_json(layout, records, plan, config.split, config.seed))
         _write_json(out / rundir.DATASET, audit)
         _write_json(out / rundir.CONFIG, config.to_json(dataset_fingerprint=audit["fingerprint"],
-                                                        num_classes=len(labels), class_weights_used=use_weights))
+                                                        num_classes=len(labels), class_weights_used=use_weights,
+                                                        training=placement.record(config)))
 
     data = Data(images, label_rows, sample_weights, split, len(labels), photos)
     state = (read_state(ckpt) if resume else None) or {"phase": "head"}
     import keras
 
     keras.utils.set_random_seed(config.seed)
-    strategy, mixed = device_setup(config)
+    # The training loops see the global batch and the scaled learning rates; config.json keeps the
+    # per-replica batch, so a resumed run continues with the same one.
+    scaled = placement.scaled(config)
     try:
-        from .model import build_model
-
-        with strategy.scope():
+        keras.mixed_precision.set_global_policy(placement.policy)
+        with placement.strategy.scope():
             # On resume the weights come from the checkpoint, so the ImageNet file is not needed again.
-            model = build_model(config, len(labels), pretrained=state["phase"] == "head")
+            model = build_training_model(config, len(labels), placement, pretrained=state["phase"] == "head")
+            run_info = {"mixed_precision": placement.mixed, **placement.record(config)}
             if state["phase"] == "head":
-                train_head(model, data, config, state, ckpt, logs / HISTORY_CSV)
+                train_head(model, data, scaled, state, ckpt, logs / HISTORY_CSV)
             else:
                 model.load_weights(ckpt / state["last_weights"])
             if state["phase"] == "finetune" and config.fine_tune_top != 0 and config.epochs > 0:
-                fine_tune(model, data, config, state, ckpt, logs / HISTORY_CSV,
+                fine_tune(model, data, scaled, state, ckpt, logs / HISTORY_CSV,
                           logs / "tensorboard" if tensorboard else None)
         state["phase"] = "done"
         write_state(ckpt, state)
     finally:
         keras.mixed_precision.set_global_policy("float32")
     final = export_model(config, len(labels), ckpt / state["best_weights"])
-    metrics = _report(final, data, labels, out, state, config, mixed, started, [r.item.rel for r in records])
+    metrics = _report(final, data, labels, out, state, config, run_info, started, [r.item.rel for r in records])
     # model.keras last: its presence is what marks the training directory complete.
     final.save(ckpt / "final.keras")
     os.replace(ckpt / "final.keras", out / rundir.MODEL)
@@ -253,7 +261,15 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, force: 
     return metrics
 
 
-def _report(model, data, labels, out: Path, state: dict, config: TrainConfig, mixed: bool, started: float,
+def _check_same_replicas(out: Path, placement) -> None:
+    """Warn when a resumed run trains on a different number of replicas than it started with."""
+    started = json.loads((out / rundir.CONFIG).read_text(encoding="utf-8")).get("training", {}).get("replicas")
+    if started is not None and started != placement.replicas:
+        log.warning("this run started on %d replica(s) and continues on %d: the batch per replica stays, so the "
+                    "global batch and the learning rates change", started, placement.replicas)
+
+
+def _report(model, data, labels, out: Path, state: dict, config: TrainConfig, run_info: dict, started: float,
             names: list[str]) -> dict:
     from .evaluate import predict, report_on
 
@@ -272,8 +288,9 @@ def _report(model, data, labels, out: Path, state: dict, config: TrainConfig, mi
         "best_val_loss": state.get("best_val_loss"),
         "frozen_backbone_forward_images_per_s": state.get("frozen_images_per_s"),
         "finetune_images_per_s": round(float(np.median([h["images_per_s"] for h in finetune])), 1) if finetune else None,
+        "finetune_optimizer_steps": state.get("optimizer_steps"),
         "wall_seconds_this_process": round(time.perf_counter() - started, 1),
-        "mixed_precision": mixed,
+        **run_info,  # devices, replicas, batches, learning rates, precision
     }
     test = data.split["test"]
     extra = {"split": "test", "train_val_gap": gap, "training": training, "backbone": config.backbone.value,
