@@ -145,6 +145,21 @@ def batchnorm_layers(model) -> list:
     return [layer for layer in model.layers if isinstance(layer, layers.BatchNormalization)]
 
 
+def dtype_summary(model) -> dict:
+    """What ``model`` computes in and stores: the backbone layers' compute dtypes, every variable's dtype,
+    the output's dtype (mixed precision: float16, float32, float32)."""
+    from keras import layers
+
+    backbone = model.get_layer(BACKBONE_NAME)
+    return {
+        "policy": backbone.dtype_policy.name,
+        "backbone_compute_dtypes": sorted({layer.compute_dtype for layer in backbone.layers
+                                           if not isinstance(layer, layers.InputLayer)}),
+        "variable_dtypes": sorted({str(v.dtype) for v in model.weights}),
+        "output_dtype": str(model.outputs[0].dtype),
+    }
+
+
 def from_scratch(config: TrainConfig) -> bool:
     """True when the backbone starts from random weights (``--weights none``)."""
     return config.weights == "none"

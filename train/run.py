@@ -233,11 +233,14 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, force: 
     # per-replica batch, so a resumed run continues with the same one.
     scaled = placement.scaled(config)
     try:
+        from .model import dtype_summary
+
         keras.mixed_precision.set_global_policy(placement.policy)
         with placement.strategy.scope():
             # On resume the weights come from the checkpoint, so the ImageNet file is not needed again.
             model = build_training_model(config, len(labels), placement, pretrained=state["phase"] == "head")
-            run_info = {"mixed_precision": placement.mixed, **placement.record(config)}
+            run_info = {"mixed_precision": placement.mixed, **placement.record(config),
+                        "training_model": dtype_summary(model)}
             if state["phase"] == "head":
                 train_head(model, data, scaled, state, ckpt, logs / HISTORY_CSV)
             else:

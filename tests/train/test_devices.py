@@ -159,3 +159,34 @@ def test_batchnorm_from_scratch_is_synchronised_across_replicas():
     moved = 0.1 * np.asarray(found["global_batch_mean"])  # momentum 0.9, moving mean starting at 0
     np.testing.assert_allclose(found["first_moving_mean"], moved, rtol=1e-3, atol=1e-6)
     assert not np.allclose(found["first_moving_mean"], 0.1 * np.asarray(found["replica0_mean"]), rtol=0.1)
+
+
+@pytest.mark.slow
+def test_mixed_precision_trains_in_float16_and_exports_float32(tmp_path):
+    import keras
+
+    data = make_tree(tmp_path / "data", {c: 16 for c in CLASSES})
+    out = tmp_path / "run"
+    result = run_edgeclass("train", data, "-o", out, *tiny_train_args(epochs=2, head_epochs=3),
+                           "--mixed-precision", "on", timeout=600, env={"TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode == 0, result.stderr
+    assert "training on CPU:0: batch 16, mixed precision (mixed_float16)" in result.stderr
+
+    config = json.loads((out / rundir.CONFIG).read_text())
+    training = json.loads((out / "report" / "metrics.json").read_text())["training"]
+    assert config["mixed_precision"] == "on" and config["training"]["precision_policy"] == "mixed_float16"
+    assert training["mixed_precision"] is True and training["precision_policy"] == "mixed_float16"
+    # The model that trained: float16 compute, float32 variables, float32 softmax.
+    assert training["training_model"] == {"policy": "mixed_float16", "backbone_compute_dtypes": ["float16"],
+                                          "variable_dtypes": ["float32"], "output_dtype": "float32"}
+    assert training["finetune_epochs"] == 2 and np.isfinite(training["best_val_loss"])
+
+    # The model the converter gets: float32 throughout.
+    model = keras.models.load_model(out / rundir.MODEL)
+    assert {w.dtype for w in model.weights} == {"float32"}
+    policies = {layer.dtype_policy.name for layer in model.layers + model.get_layer("backbone").layers}
+    assert policies == {"float32"}
+    assert model.outputs[0].dtype == "float32"
+    assert model.predict(np.full((1, 64, 64, 3), 128, np.float32), verbose=0).dtype == np.float32
+    if pretrained():
+        assert _accuracy(out) >= 0.8
