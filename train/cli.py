@@ -73,6 +73,7 @@ def train_command(
     dropout: float = typer.Option(0.2, help="Dropout before the classifier."),
     label_smoothing: float = typer.Option(0.1, "--label-smoothing"),
     patience: int = typer.Option(4, help="Stop fine-tuning after this many epochs without val-loss improvement; 0 = never."),
+    refit: bool = typer.Option(False, "--refit/--no-refit", help="Once validation has chosen the epochs, train again on train+val for that many (about twice the training time; the validation figures then describe training photos)."),
     augment: str = typer.Option("default", help="none, default (flip,brightness=0.15,contrast=0.15,crop=0.25), or a list like flip,crop=0.08,rotation=0.05,zoom=0.15. crop=S trains on random crops covering S..1 of the whole photo's area (crop=0: on the device's centre crop)."),
     class_weights: str = typer.Option("auto", "--class-weights", help="auto (on when the largest class is 1.5x the smallest), on or off."),
     split: str = typer.Option("0.8,0.1,0.1", help="train,val,test fractions for a folder-per-class dataset."),
@@ -84,6 +85,9 @@ def train_command(
     check_only: bool = typer.Option(False, "--check-only", help="Scan and audit the dataset, print the audit and exit."),
     since: Optional[Path] = typer.Option(None, "--since", help="An earlier training directory: keep its photos in the splits it had them in, and report which photos are new and that its test photos are still test photos."),
     refuse_leakage: bool = typer.Option(False, "--refuse-leakage", help="Stop when a picture (or a near-duplicate of it) is in more than one of the dataset's train/val/test folders."),
+    teacher: Optional[Path] = typer.Option(None, "--teacher", help="A finished training directory (e.g. alpha 1.0) to distil into this model: its predictions on each training crop join the labels in the loss. Its training split must not hold this run's validation or test photos (same --seed and --split on the same data)."),
+    distill_weight: float = typer.Option(0.5, "--distill-weight", help="With --teacher: the teacher's share A of the loss, (1-A)*cross-entropy + A*T^2*KL(teacher_T || student_T)."),
+    distill_temperature: float = typer.Option(2.0, "--distill-temperature", help="With --teacher: temperature T that softens both models' probabilities in the distillation term."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in OUTPUT from its last completed epoch (uses its saved settings)."),
     force: bool = typer.Option(False, "--force", help="Replace a previous run's files in OUTPUT."),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write a TensorBoard log to OUTPUT/logs/tensorboard."),
@@ -109,6 +113,7 @@ def train_command(
         dropout=dropout,
         label_smoothing=label_smoothing,
         patience=patience,
+        refit=refit,
         augment=Augment.parse(augment),
         class_weights=_choice(ClassWeights, class_weights, "--class-weights"),
         split=_split(split),
@@ -116,6 +121,9 @@ def train_command(
         mixed_precision=mixed_precision,
         devices=devices.strip().lower(),
         workers=workers,
+        teacher=str(teacher) if teacher is not None else None,
+        distill_weight=distill_weight,
+        distill_temperature=distill_temperature,
     )
     if check_only:
         from .run import check_dataset

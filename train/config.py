@@ -146,6 +146,7 @@ class TrainConfig:
     dropout: float = 0.2
     label_smoothing: float = 0.1
     patience: int = 4  # epochs without val-loss improvement before stopping; 0 = never stop early
+    refit: bool = False  # then train again on train+val for the epochs validation chose (train/refit.py)
     augment: Augment = field(default_factory=Augment)
     class_weights: ClassWeights = ClassWeights.AUTO
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
@@ -155,6 +156,9 @@ class TrainConfig:
     # Where training runs (parse_devices); with several devices batch_size is per replica.
     devices: str = "auto"
     workers: int = 0  # decode threads; 0 = one per core
+    teacher: str | None = None  # a finished training directory to distil from (train/distill.py)
+    distill_weight: float = 0.5  # share of the loss on the teacher's soft targets
+    distill_temperature: float = 2.0  # softens both distributions in the distillation term
 
     def __post_init__(self) -> None:
         if self.backbone is Backbone.MOBILENET_V2:
@@ -178,6 +182,10 @@ class TrainConfig:
             raise ConfigError(f"--batch-size {self.batch_size}: must be >= 1")
         if not 0 <= self.dropout < 1 or not 0 <= self.label_smoothing < 1:
             raise ConfigError("--dropout and --label-smoothing must be in [0, 1)")
+        if not 0 <= self.distill_weight <= 1:
+            raise ConfigError(f"--distill-weight {self.distill_weight:g}: must be in [0, 1] (the teacher's share of the loss)")
+        if not self.distill_temperature > 0:
+            raise ConfigError(f"--distill-temperature {self.distill_temperature:g}: must be > 0 (1 = the probabilities as they are)")
         if self.mixed_precision not in ("auto", "on", "off"):
             raise ConfigError(f"--mixed-precision {self.mixed_precision!r}: expected auto, on or off")
         parse_devices(self.devices)
@@ -221,6 +229,8 @@ class TrainConfig:
         # Runs saved before random crops existed trained on the centre crop.
         kwargs["augment"] = Augment(**{"crop": 0.0, **kwargs.get("augment", {})})
         kwargs["split"] = tuple(kwargs.get("split", (0.8, 0.1, 0.1)))
+        if isinstance(kwargs.get("teacher"), dict):  # config.json records the teacher's summary, the run its path
+            kwargs["teacher"] = kwargs["teacher"]["path"]
         return cls(**kwargs)
 
     def with_(self, **changes) -> "TrainConfig":

@@ -12,6 +12,9 @@ frozen) and it trains with the head on augmented batches at a lower learning
 rate (a linear per-step warm-up over the first epoch, then cosine decay), with
 early stopping on val loss and the best epoch kept.
 
+With a teacher (``--teacher``, see :mod:`.distill`) both phases train on the
+distillation loss; validation loss stays the plain cross-entropy.
+
 Devices (``--devices``, :func:`device_setup`): on several GPUs, or on the CPU
 split into logical devices, both phases run under
 ``tf.distribute.MirroredStrategy``. The configured batch is per replica: the
@@ -56,6 +59,7 @@ class Data:
     split: dict[str, list[int]]  # split name -> rows
     num_classes: int
     photos: object = None  # crops.WholePhotos: the uncropped photos fine-tuning crops from (None: centre crops)
+    teacher: object = None  # the teacher's Keras model on this run's input size (distill.py), or None
 
 
 class DevicesError(EdgeclassError):
@@ -197,10 +201,48 @@ def build_training_model(config: TrainConfig, num_classes: int, placement: Place
         return build_model(config, num_classes, pretrained=pretrained, sync_batchnorm=placement.sync_batchnorm(config))
 
 
-def _loss(config: TrainConfig):
+def loss_and_metrics(config: TrainConfig, data: Data):
+    """Cross-entropy and accuracy; with a teacher, the distillation loss and accuracy on the true labels."""
     import keras
 
-    return keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
+    if data.teacher is None:
+        return keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing), ["accuracy"]
+    from .distill import distillation_loss, label_accuracy
+
+    loss = distillation_loss(data.num_classes, config.distill_weight, config.distill_temperature,
+                             config.label_smoothing)
+    return loss, [label_accuracy(data.num_classes)]
+
+
+def head_targets(data: Data, rows, batch_size: int) -> np.ndarray:
+    """The head phase's targets for ``rows``: one-hot labels, and with a teacher its scores beside them."""
+    import keras
+
+    y = keras.utils.to_categorical(data.labels[rows], data.num_classes)
+    if data.teacher is None:
+        return y
+    from .distill import soft_targets
+
+    # The head trains on features of the centre crops, so its soft targets are the teacher's on those crops.
+    return np.concatenate([y, soft_targets(data.teacher, data.images, rows, batch_size)], axis=1)
+
+
+def with_teacher_targets(batches, data: Data):
+    """Training batches as they are, or with the teacher's scores on the very crops trained on beside the labels."""
+    if data.teacher is None:
+        return batches
+    from .distill import with_teacher
+
+    return with_teacher(batches, data.teacher, data.num_classes)
+
+
+def fine_tune_optimizer(config: TrainConfig):
+    """Adam, or AdamW when ``--weight-decay`` is set (decoupled decay); the schedule sets its rate per step."""
+    import keras
+
+    if config.weight_decay:
+        return keras.optimizers.AdamW(config.lr, weight_decay=config.weight_decay)
+    return keras.optimizers.Adam(config.lr)
 
 
 def train_head(model, data: Data, config: TrainConfig, state: dict, ckpt_dir: Path, history_csv: Path) -> None:
@@ -215,11 +257,12 @@ def train_head(model, data: Data, config: TrainConfig, state: dict, ckpt_dir: Pa
     feats = predict(extractor, data.images, train_rows, config.batch_size, "features (frozen backbone)")
     forward_speed = len(train_rows) / (time.perf_counter() - started)
     val_feats = predict(extractor, data.images, val_rows, config.batch_size, "features (val)")
-    y = keras.utils.to_categorical(data.labels[train_rows], data.num_classes)
+    y = head_targets(data, train_rows, config.batch_size)
     y_val = keras.utils.to_categorical(data.labels[val_rows], data.num_classes)
     weights = data.sample_weights[train_rows] if data.sample_weights is not None else None
     head = model.get_layer("head")
-    head.compile(optimizer=keras.optimizers.Adam(config.head_lr), loss=_loss(config), metrics=["accuracy"])
+    loss, metrics = loss_and_metrics(config, data)
+    head.compile(optimizer=keras.optimizers.Adam(config.head_lr), loss=loss, metrics=metrics)
     stop = keras.callbacks.EarlyStopping("val_loss", patience=max(5, config.patience), restore_best_weights=True)
     steps = -(-len(train_rows) // config.batch_size)
     fitted = head.fit(
@@ -239,7 +282,8 @@ def train_head(model, data: Data, config: TrainConfig, state: dict, ckpt_dir: Pa
     state.update(
         phase="finetune", epoch=0, history=rows, head_epochs_run=len(rows), head_weights=weights_file.name,
         last_weights=weights_file.name, last_optimizer=None, best_weights=weights_file.name,
-        best_val_loss=float(fitted.history["val_loss"][best]), best_epoch=f"head {best + 1}", wait=0,
+        best_val_loss=float(fitted.history["val_loss"][best]), best_epoch=f"head {best + 1}", head_best_epoch=best + 1,
+        wait=0,
         frozen_images_per_s=round(forward_speed, 1),
     )
     write_state(ckpt_dir, state)
@@ -253,9 +297,8 @@ def fine_tune(model, data: Data, config: TrainConfig, state: dict, ckpt_dir: Pat
     import keras
 
     trainable = set_fine_tuning(model, config.fine_tune_top, train_batchnorm=from_scratch(config))
-    optimizer = (keras.optimizers.AdamW(config.lr, weight_decay=config.weight_decay) if config.weight_decay
-                 else keras.optimizers.Adam(config.lr))
-    model.compile(optimizer=optimizer, loss=_loss(config), metrics=["accuracy"])
+    loss, metrics = loss_and_metrics(config, data)
+    model.compile(optimizer=fine_tune_optimizer(config), loss=loss, metrics=metrics)
     initial = int(state.get("epoch", 0))
     if initial:
         model.optimizer.build(model.trainable_variables)
@@ -273,6 +316,7 @@ def fine_tune(model, data: Data, config: TrainConfig, state: dict, ckpt_dir: Pat
         train_ds = make_dataset(data.images, train_rows, data.labels, data.num_classes, config.batch_size,
                                 shuffle=True, augment=config.augment, sample_weights=data.sample_weights,
                                 seed=config.seed + initial)
+    train_ds = with_teacher_targets(train_ds, data)
     val_ds = make_dataset(data.images, data.split["val"], data.labels, data.num_classes, config.batch_size)
     callbacks = [
         make_checkpoint_callback(ckpt_dir, state, base_lr=config.lr, epochs=config.epochs, patience=config.patience,

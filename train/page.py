@@ -174,6 +174,16 @@ class _Page:
             if training.get("best_val_loss") is not None:
                 bits.append(f'validation loss {self.m_num(["training", "best_val_loss"], "f4")}')
             extra.append(f'<p>Training: {", ".join(bits)}.</p>')
+        taught = self.m.get("distillation") or {}
+        if taught:
+            teacher = taught.get("teacher") or {}
+            parts = ["distillation"]
+            what = (f'Knowledge distilled from {lit("metrics", ["distillation", "teacher", "path"], teacher.get("path"))}'
+                    f' ({lit("metrics", ["distillation", "teacher", "backbone"], teacher.get("backbone"))} alpha '
+                    f'{self.m_num([*parts, "teacher", "alpha"], "f2")}, validation accuracy '
+                    f'{self.m_num([*parts, "teacher", "val_accuracy"], "pct")})')
+            extra.append(f'<p>{what}: the teacher\'s share of the loss {self.m_num([*parts, "weight"], "f2")}, '
+                         f'temperature {self.m_num([*parts, "temperature"], "f2")} (edgeclass train --teacher).</p>')
         split = self.m.get("split") or "test"
         return (f'<section id="metrics"><h2>Metrics</h2><p class="note">On the {html.escape(_split_name(split))} split: '
                 'images never used for training or for choosing the model.</p>' + table + "".join(extra) + "</section>")

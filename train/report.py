@@ -39,6 +39,12 @@ def text_report(metrics: dict) -> str:
     if gap:
         rows += ["", f"train accuracy {gap['train_accuracy']:.3f}, val accuracy {gap['val_accuracy']:.3f}, "
                      f"gap {gap['gap']:+.3f}" + ("  (large gap: overfitting)" if gap["gap"] > 0.1 else "")]
+    taught = metrics.get("distillation")
+    if taught:
+        teacher = taught.get("teacher") or {}
+        rows += ["", f"distilled from {teacher.get('path')} ({teacher.get('backbone')} alpha {teacher.get('alpha')}, "
+                     f"val accuracy {teacher.get('val_accuracy')}), weight {taught['weight']:g}, "
+                     f"temperature {taught['temperature']:g}"]
     return "\n".join(rows) + "\n"
 
 

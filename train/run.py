@@ -5,8 +5,8 @@ Order of work (each step's output is on disk before the next starts, so
 
     discover -> scan into the image cache -> split -> audit
     -> config.json, labels.txt, split.json, dataset.json
-    -> head phase -> fine-tune epochs -> report/ -> model.keras (written last:
-       its presence marks a complete run)
+    -> head phase -> fine-tune epochs -> [--refit on train+val] -> report/
+    -> model.keras (written last: its presence marks a complete run)
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from .callbacks import read_state, write_state
 from .config import IMBALANCE_THRESHOLD, ClassWeights, TrainConfig
 from .crops import WholePhotoWriter, WholePhotos, cache_short_side, index_file
 from .dataset import DatasetError, Layout, Record, discover, scan
+from .distill import TeacherError, check_labels, check_teacher, read_teacher, refuse_leaks
 from .model import WeightsError
 from .since import check_same_rule, compare_with_earlier, earlier_assignment, read_earlier_split
 from .split import SplitPlan, plan_split, split_from_json, split_json
@@ -47,10 +48,15 @@ class RunDirError(EdgeclassError):
 
 
 def check_dataset(config: TrainConfig, since: str | Path | None = None, refuse_leakage: bool = False) -> dict:
-    """``--check-only``: scan, split and audit without writing anything; prints the audit."""
+    """``--check-only``: scan, split and audit without writing anything; prints the audit (and checks ``--teacher``)."""
     layout = discover(config.data_dir)
+    teacher = read_teacher(config.teacher) if config.teacher is not None else None
+    if teacher is not None:
+        check_labels(teacher, layout.labels)
     records = scan(layout, workers=config.workers)
-    _, audit = split_and_audit(layout, records, config, since, refuse_leakage)
+    plan, audit = split_and_audit(layout, records, config, since, refuse_leakage)
+    if teacher is not None:
+        refuse_leaks(teacher, records, plan.indices, layout.data_dir)
     return audit
 
 
@@ -76,18 +82,25 @@ def split_and_audit(layout: Layout, records: list[Record], config: TrainConfig, 
 
 def check_before_training(config: TrainConfig, out: str | Path, *, resume: bool = False, force: bool = False,
                           since: str | Path | None = None) -> None:
-    """Every check that needs no TensorFlow (output directory, dataset layout, ``since``), so a typo
-    fails in a fraction of a second instead of after TensorFlow has loaded."""
+    """Every check that needs no TensorFlow (output directory, dataset layout, ``since``, ``teacher``), so a
+    typo fails in a fraction of a second instead of after TensorFlow has loaded."""
     out = Path(out).expanduser().resolve()
     data_dir = Path(config.data_dir).expanduser().resolve()
+    teacher = config.teacher
     if resume and (out / rundir.CONFIG).exists():
-        data_dir = Path(json.loads((out / rundir.CONFIG).read_text(encoding="utf-8"))["data_dir"])
+        saved = json.loads((out / rundir.CONFIG).read_text(encoding="utf-8"))
+        data_dir, teacher = Path(saved["data_dir"]), saved.get("teacher")
+        teacher = teacher["path"] if isinstance(teacher, dict) else teacher  # resumed with the teacher it started with
     _check_out(out, data_dir, resume, force)
-    discover(data_dir)
+    layout = discover(data_dir)
     if not resume and config.weights not in ("imagenet", "none") and not Path(config.weights).expanduser().is_file():
         raise WeightsError(f"--weights {config.weights}: no such file (expected imagenet, none, or a backbone .h5 weights file)")
+    earlier_doc = None
     if since is not None:
-        check_same_rule(read_earlier_split(since), since, config.split, config.seed)
+        earlier_doc = read_earlier_split(since)
+        check_same_rule(earlier_doc, since, config.split, config.seed)
+    if teacher is not None:
+        check_teacher(teacher, layout, config.split, config.seed, config.workers, earlier_doc, resume=resume)
 
 
 def _check_out(out: Path, data_dir: Path, resume: bool, force: bool) -> list[str]:
@@ -121,6 +134,14 @@ def _prepare_out(out: Path, data_dir: Path, resume: bool, force: bool) -> None:
         target = out / name
         shutil.rmtree(target) if target.is_dir() else target.unlink()
     out.mkdir(parents=True, exist_ok=True)
+
+
+def _discard_new_run(out: Path, ckpt: Path, logs: Path) -> None:
+    """Remove what a run refused before training wrote (image caches, empty logs), so the same -o works again."""
+    for folder in (ckpt, logs):
+        shutil.rmtree(folder, ignore_errors=True)
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -171,6 +192,7 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, force: 
     in two split folders.
     """
     from .fit import Data, build_training_model, device_setup, export_model, fine_tune, train_head
+    from .refit import refit
 
     started = time.perf_counter()
     out = Path(out).expanduser().resolve()
@@ -187,6 +209,8 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, force: 
         _check_same_replicas(out, placement)
     _prepare_out(out, data_dir, resume, force)
     config = config.with_(data_dir=str(data_dir))
+    if config.teacher is not None:
+        config = config.with_(teacher=str(Path(config.teacher).expanduser().resolve()))
     ckpt = out / rundir.CHECKPOINTS
     logs = out / LOGS
     ckpt.mkdir(exist_ok=True)
@@ -203,6 +227,17 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, force: 
     else:
         plan, audit = split_and_audit(layout, records, config, since, refuse_leakage)
         split = plan.indices
+    teacher = None
+    if config.teacher is not None:
+        teacher = read_teacher(config.teacher)
+        check_labels(teacher, layout.labels)
+        if not resume:
+            try:
+                # The split made, the check is exact (check_before_training predicted it from hashes alone).
+                refuse_leaks(teacher, records, split, data_dir)
+            except TeacherError:
+                _discard_new_run(out, ckpt, logs)
+                raise
 
     labels = layout.labels
     index = {label: i for i, label in enumerate(labels)}
@@ -220,14 +255,24 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, force: 
         (out / rundir.LABELS).write_text("\n".join(labels) + "\n", encoding="utf-8")
         _write_json(out / rundir.SPLIT, split_json(layout, records, plan, config.split, config.seed))
         _write_json(out / rundir.DATASET, audit)
+        extra = {"teacher": teacher.summary()} if teacher is not None else {}
         _write_json(out / rundir.CONFIG, config.to_json(dataset_fingerprint=audit["fingerprint"],
                                                         num_classes=len(labels), class_weights_used=use_weights,
-                                                        training=placement.record(config)))
+                                                        training=placement.record(config), **extra))
 
-    data = Data(images, label_rows, sample_weights, split, len(labels), photos)
     state = (read_state(ckpt) if resume else None) or {"phase": "head"}
     import keras
 
+    teacher_model = None
+    if teacher is not None:
+        from .distill import load_teacher_model
+
+        # Loaded before the precision policy is set, outside any distribution scope: it only predicts.
+        teacher_model = load_teacher_model(teacher, config.input_size)
+        log.info("distilling from %s (%s alpha %s, %d px), weight %g, temperature %g", teacher.path,
+                 teacher.config.get("backbone"), teacher.config.get("alpha"), teacher.input_size,
+                 config.distill_weight, config.distill_temperature)
+    data = Data(images, label_rows, sample_weights, split, len(labels), photos, teacher_model)
     keras.utils.set_random_seed(config.seed)
     # The training loops see the global batch and the scaled learning rates; config.json keeps the
     # per-replica batch, so a resumed run continues with the same one.
@@ -248,11 +293,16 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, force: 
             if state["phase"] == "finetune" and config.fine_tune_top != 0 and config.epochs > 0:
                 fine_tune(model, data, scaled, state, ckpt, logs / HISTORY_CSV,
                           logs / "tensorboard" if tensorboard else None)
+            if config.refit and state["phase"] != "done":
+                # A refit interrupted by Ctrl-C starts again on --resume: it has no checkpoints of its own.
+                state["phase"] = "refit"
+                write_state(ckpt, state)
+                refit(scaled, data, state, ckpt, placement)
         state["phase"] = "done"
         write_state(ckpt, state)
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    final = export_model(config, len(labels), ckpt / state["best_weights"])
+    final = export_model(config, len(labels), ckpt / (state.get("refit_weights") or state["best_weights"]))
     metrics = _report(final, data, labels, out, state, config, run_info, started, [r.item.rel for r in records])
     # model.keras last: its presence is what marks the training directory complete.
     final.save(ckpt / "final.keras")
@@ -294,12 +344,17 @@ def _report(model, data, labels, out: Path, state: dict, config: TrainConfig, ru
         "finetune_optimizer_steps": state.get("optimizer_steps"),
         "wall_seconds_this_process": round(time.perf_counter() - started, 1),
         **run_info,  # devices, replicas, batches, learning rates, precision
+        "refit": state.get("refit"),
     }
     test = data.split["test"]
     extra = {"split": "test", "train_val_gap": gap, "training": training, "backbone": config.backbone.value,
              "alpha": config.alpha, "input_size": config.input_size}
+    if config.teacher is not None:
+        saved = json.loads((out / rundir.CONFIG).read_text(encoding="utf-8")).get("teacher")
+        extra["distillation"] = {"teacher": saved if isinstance(saved, dict) else {"path": config.teacher},
+                                 "weight": config.distill_weight, "temperature": config.distill_temperature}
     # The temperature is fitted on the validation split; a refit on train+val has no held-out images left for it.
-    refit = bool(getattr(config, "refit", False))
+    refit = config.refit
     val = None if refit or not data.split["val"] else (scores["val"], data.labels[data.split["val"]])
     return report_on(model, data.images, test, data.labels[test], labels, out / rundir.REPORT,
                      history=history, extra=extra, batch_size=config.batch_size, names=names, val=val,
