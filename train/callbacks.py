@@ -140,6 +140,9 @@ def make_checkpoint_callback(ckpt_dir: Path, state: dict, *, base_lr: float, epo
             save_optimizer(self.model.optimizer, ckpt_dir / f"epoch-{epoch + 1}.optimizer.npz")
             old = [state.get("last_weights"), state.get("last_optimizer")]
             state.update(epoch=epoch + 1, last_weights=weights.name, last_optimizer=f"epoch-{epoch + 1}.optimizer.npz")
+            # Counted by the optimizer itself (and restored with it on --resume): with N replicas each
+            # step takes the global batch, so an epoch is ceil(images / global batch) steps.
+            state["optimizer_steps"] = int(np.asarray(self.model.optimizer.iterations))
             val_loss = logs.get("val_loss", logs.get("loss"))
             if state.get("best_val_loss") is None or val_loss < state["best_val_loss"] - 1e-4:
                 best = ckpt_dir / f"best-{epoch + 1}.weights.h5"

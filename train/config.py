@@ -44,6 +44,34 @@ PRETRAINED_FINE_TUNE_LAYERS = 56
 DEFAULT_CROP = 0.25
 # What a bare name in --augment turns on when its default is off.
 DEFAULT_RANGES = {"rotation": 0.05, "zoom": 0.15, "brightness": 0.15, "contrast": 0.15, "crop": DEFAULT_CROP}
+# cpu:N beyond this is a typo, not a test of multi-replica training.
+MAX_LOGICAL_CPUS = 64
+DEVICES_HELP = "expected auto, cpu, cpu:N, gpu or gpu:N (N = how many devices, e.g. cpu:2)"
+
+
+def parse_devices(text: str) -> tuple[str, int | None]:
+    """``--devices``: ``(kind, count)``, kind ``auto``, ``cpu`` or ``gpu``, count ``None`` when not given.
+
+    ``auto`` = every GPU, else the CPU; ``cpu`` = the CPU (GPUs unused);
+    ``cpu:N`` = the CPU split into N logical devices (N replicas without a
+    GPU); ``gpu`` = every GPU; ``gpu:N`` = the first N GPUs.
+    Checked here, before TensorFlow loads, so a typo fails at once.
+    """
+    kind, colon, raw = text.strip().lower().partition(":")
+    if kind not in ("auto", "cpu", "gpu") or (kind == "auto" and colon):
+        raise ConfigError(f"--devices {text!r}: {DEVICES_HELP}")
+    if not colon:
+        return kind, None
+    try:
+        count = int(raw)
+    except ValueError:
+        raise ConfigError(f"--devices {text!r}: {raw!r} is not a whole number; {DEVICES_HELP}") from None
+    if count < 1:
+        raise ConfigError(f"--devices {text!r}: the count must be 1 or more, e.g. {kind}:2")
+    if kind == "cpu" and count > MAX_LOGICAL_CPUS:
+        raise ConfigError(f"--devices {text!r}: at most {MAX_LOGICAL_CPUS} logical CPU devices "
+                          "(cpu:2 is enough to try several replicas)")
+    return kind, count
 
 
 @dataclass(frozen=True)
@@ -124,7 +152,9 @@ class TrainConfig:
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
     seed: int = 42
     resize: ResizePolicy = ResizePolicy.CENTER_CROP
-    mixed_precision: str = "auto"  # auto = on when a GPU is present
+    mixed_precision: str = "auto"  # auto = on when training runs on GPUs
+    # Where training runs (parse_devices); with several devices batch_size is per replica.
+    devices: str = "auto"
     workers: int = 0  # decode threads; 0 = one per core
     teacher: str | None = None  # a finished training directory to distil from (train/distill.py)
     distill_weight: float = 0.5  # share of the loss on the teacher's soft targets
@@ -158,6 +188,7 @@ class TrainConfig:
             raise ConfigError(f"--distill-temperature {self.distill_temperature:g}: must be > 0 (1 = the probabilities as they are)")
         if self.mixed_precision not in ("auto", "on", "off"):
             raise ConfigError(f"--mixed-precision {self.mixed_precision!r}: expected auto, on or off")
+        parse_devices(self.devices)
 
     @property
     def fine_tune_top(self) -> int:

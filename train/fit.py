@@ -14,6 +14,13 @@ early stopping on val loss and the best epoch kept.
 
 With a teacher (``--teacher``, see :mod:`.distill`) both phases train on the
 distillation loss; validation loss stays the plain cross-entropy.
+
+Devices (``--devices``, :func:`device_setup`): on several GPUs, or on the CPU
+split into logical devices, both phases run under
+``tf.distribute.MirroredStrategy``. The configured batch is per replica: the
+loops get the global batch and learning rates scaled linearly with it
+(:meth:`Placement.scaled`), and BatchNorm trained from scratch computes its
+statistics over the global batch.
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeclass.device.errors import EdgeclassError
+
 from .callbacks import (
     append_csv,
     load_optimizer,
@@ -32,7 +41,7 @@ from .callbacks import (
     make_progress_callback,
     write_state,
 )
-from .config import TrainConfig
+from .config import TrainConfig, parse_devices
 from .evaluate import predict
 from .model import build_backbone, build_model, feature_extractor, from_scratch, set_fine_tuning
 from .pipeline import make_crop_dataset, make_dataset, steps_per_epoch
@@ -53,23 +62,143 @@ class Data:
     teacher: object = None  # the teacher's Keras model on this run's input size (distill.py), or None
 
 
-def device_setup(config: TrainConfig):
-    """Pick the distribution strategy and precision: GPUs when present, the CPU otherwise."""
-    import keras
+class DevicesError(EdgeclassError):
+    """The devices ``--devices`` asks for are not there, or can no longer be set up in this process."""
+
+
+@dataclass
+class Placement:
+    """Where training runs: the distribution strategy, its devices (one replica each) and the precision."""
+
+    strategy: object  # tf.distribute.Strategy
+    devices: list[str]  # logical device names, one per replica
+    mixed: bool  # mixed_float16: float16 compute, float32 variables
+
+    @property
+    def replicas(self) -> int:
+        return self.strategy.num_replicas_in_sync
+
+    @property
+    def policy(self) -> str:
+        return "mixed_float16" if self.mixed else "float32"
+
+    def scaled(self, config: TrainConfig) -> TrainConfig:
+        """``config`` as the training loops use it: ``batch_size`` is the global batch (replicas x the
+        configured per-replica batch) and both learning rates scale linearly with it."""
+        n = self.replicas
+        return config.with_(batch_size=config.batch_size * n, lr=config.lr * n, head_lr=config.head_lr * n)
+
+    def record(self, config: TrainConfig) -> dict:
+        """What ``config.json`` and ``metrics.json`` say about where and how the run trained."""
+        scaled = self.scaled(config)
+        return {
+            "devices_option": config.devices,
+            "replicas": self.replicas,
+            "devices": list(self.devices),
+            "strategy": "MirroredStrategy" if self.replicas > 1 else "default",
+            "batch_per_replica": config.batch_size,
+            "global_batch": scaled.batch_size,
+            "lr_scale": self.replicas,
+            "head_lr": scaled.head_lr,
+            "lr": scaled.lr,
+            "precision_policy": self.policy,
+            "synchronized_batchnorm": self.sync_batchnorm(config),
+        }
+
+    def sync_batchnorm(self, config: TrainConfig) -> bool:
+        """BatchNorm trains only from scratch; with several replicas its statistics must span them all."""
+        return from_scratch(config) and self.replicas > 1
+
+
+def device_setup(config: TrainConfig) -> Placement:
+    """Pick the devices (``config.devices``), the distribution strategy and the precision.
+
+    Call before anything else touches TensorFlow: ``cpu:N`` splits the CPU
+    into N logical devices, which TensorFlow allows only until it has
+    initialised its devices. The precision policy is not set here (see
+    :attr:`Placement.policy`): the caller sets it around training only.
+    """
     import tensorflow as tf
 
-    gpus = tf.config.list_physical_devices("GPU")
-    mixed = config.mixed_precision == "on" or (config.mixed_precision == "auto" and bool(gpus))
+    kind, count = parse_devices(config.devices)
+    if kind == "cpu":
+        _hide_gpus(tf, config.devices)
+        if count and count > 1:
+            _split_cpu(tf, count, config.devices)
+        devices = _logical(tf, "CPU", count or 1, config.devices)
+    else:
+        gpus = tf.config.list_physical_devices("GPU")
+        if kind == "gpu" and not gpus:
+            raise DevicesError(f"--devices {config.devices}: TensorFlow sees no GPU here; use --devices auto or cpu")
+        if count and count > len(gpus):
+            raise DevicesError(f"--devices {config.devices}: only {len(gpus)} GPU(s) found; "
+                               f"use gpu:{len(gpus)} or auto")
+        if gpus:
+            devices = _logical(tf, "GPU", count or len(gpus), config.devices)
+        else:
+            devices = _logical(tf, "CPU", 1, config.devices)
+    on_gpu = "GPU" in devices[0].upper()
     # float16 compute with float32 variables: about 2x on tensor-core GPUs; the
     # softmax layer is pinned to float32 (model.build_head) for a stable loss.
-    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
-    if len(gpus) > 1:
-        strategy = tf.distribute.MirroredStrategy()
-        log.info("training on %d GPUs (MirroredStrategy)%s", len(gpus), ", mixed precision" if mixed else "")
-    else:
-        strategy = tf.distribute.get_strategy()
-        log.info("training on %s%s", "1 GPU" if gpus else "the CPU", ", mixed precision" if mixed else "")
-    return strategy, mixed
+    mixed = config.mixed_precision == "on" or (config.mixed_precision == "auto" and on_gpu)
+    # One device: TensorFlow's default placement already uses it (the first GPU, or the CPU).
+    strategy = tf.distribute.MirroredStrategy(devices=devices) if len(devices) > 1 else tf.distribute.get_strategy()
+    placement = Placement(strategy, devices, mixed)
+    _log_placement(placement, config)
+    return placement
+
+
+def _hide_gpus(tf, option: str) -> None:
+    """``--devices cpu[:N]`` on a machine with GPUs: keep every op off them."""
+    if not tf.config.list_physical_devices("GPU"):
+        return
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:
+        if tf.config.list_logical_devices("GPU"):
+            raise DevicesError(f"--devices {option}: TensorFlow already set up the GPUs in this process; "
+                               "run edgeclass train in a new process") from None
+
+
+def _split_cpu(tf, count: int, option: str) -> None:
+    """Split the CPU into ``count`` logical devices: N replicas, sharing the same cores, without a GPU."""
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
+    except RuntimeError:
+        # TensorFlow fixes its devices when it first uses them; an earlier split into as many is as good.
+        if len(tf.config.list_logical_devices("CPU")) < count:
+            raise DevicesError(f"--devices {option}: TensorFlow already set up its devices in this process "
+                               "(as one CPU); run edgeclass train in a new process") from None
+
+
+def _logical(tf, kind: str, count: int, option: str) -> list[str]:
+    """The names of the first ``count`` logical devices of ``kind``."""
+    names = [d.name for d in tf.config.list_logical_devices(kind)]
+    if len(names) < count:
+        raise DevicesError(f"--devices {option}: TensorFlow has {len(names)} {kind} device(s), {count} asked for")
+    return names[:count]
+
+
+def _log_placement(placement: Placement, config: TrainConfig) -> None:
+    """One line: where training runs, the batch, the learning rates and the precision."""
+    precision = "mixed precision (mixed_float16)" if placement.mixed else "float32"
+    short = ", ".join(d.replace("/device:", "") for d in placement.devices)
+    if placement.replicas == 1:
+        log.info("training on %s: batch %d, %s", short, config.batch_size, precision)
+        return
+    scaled = placement.scaled(config)
+    log.info("training on %d replicas with MirroredStrategy (%s): batch %d per replica = %d global; learning rates "
+             "x%d (head %g, fine-tune %g); %s%s", placement.replicas, short, config.batch_size, scaled.batch_size,
+             placement.replicas, scaled.head_lr, scaled.lr, precision,
+             "; BatchNorm synchronised across replicas" if placement.sync_batchnorm(config) else "")
+
+
+def build_training_model(config: TrainConfig, num_classes: int, placement: Placement, pretrained: bool = True):
+    """The model to train: its variables created in the strategy's scope (mirrored on every replica), in
+    the current precision policy, with BatchNorm synchronised when it trains on several replicas."""
+    with placement.strategy.scope():
+        return build_model(config, num_classes, pretrained=pretrained, sync_batchnorm=placement.sync_batchnorm(config))
 
 
 def loss_and_metrics(config: TrainConfig, data: Data):
@@ -237,7 +366,8 @@ def export_model(config: TrainConfig, num_classes: int, weights_file: Path):
     """A clean float32, uncompiled copy of the model holding the weights in ``weights_file``.
 
     Rebuilding (rather than saving the training model) drops the optimizer
-    slots and any mixed-precision policy: the converter gets float32 in,
+    slots, any mixed-precision policy and the BatchNorm synchronisation
+    across replicas: the converter gets plain float32 layers, float32 in,
     float32 softmax out.
     """
     import keras

@@ -97,8 +97,13 @@ def build_backbone(config: TrainConfig, pretrained: bool = True):
     return model
 
 
-def build_model(config: TrainConfig, num_classes: int, backbone=None, pretrained: bool = True):
-    """Input (float32 0..255 RGB) -> [rescale] -> backbone -> pool -> dropout -> softmax (float32)."""
+def build_model(config: TrainConfig, num_classes: int, backbone=None, pretrained: bool = True,
+                sync_batchnorm: bool = False):
+    """Input (float32 0..255 RGB) -> [rescale] -> backbone -> pool -> dropout -> softmax (float32).
+
+    ``sync_batchnorm``: a backbone trained from scratch on several replicas
+    computes its BatchNorm statistics over the global batch (see below).
+    """
     import keras
     from keras import layers
 
@@ -114,9 +119,14 @@ def build_model(config: TrainConfig, num_classes: int, backbone=None, pretrained
         # Keras' MobileNet momentum of 0.999 needs thousands of steps before the
         # moving averages catch up; a short run would then predict one class for
         # everything in inference mode. 0.9 converges within an epoch or two.
-        for layer in backbone.layers:
-            if isinstance(layer, layers.BatchNormalization):
-                layer.momentum = 0.9
+        for layer in batchnorm_layers(backbone):
+            layer.momentum = 0.9
+            # Under MirroredStrategy each replica sees its share of the batch: synchronised,
+            # the mean and variance are all-reduced over the global batch and every replica
+            # writes the same moving averages (unsynchronised, each replica would keep its
+            # own in its copy of the variable). Keras reads the attribute when the layer is
+            # called, so setting it here, before fit traces the model, takes effect.
+            layer.synchronized = sync_batchnorm
         x = backbone(x)
     else:
         # training=False keeps BatchNorm in inference mode even after unfreezing:
@@ -126,6 +136,28 @@ def build_model(config: TrainConfig, num_classes: int, backbone=None, pretrained
     head = build_head(num_classes, config.dropout)
     outputs = head(x)
     return keras.Model(inputs, outputs, name=f"edgeclass_{config.backbone.value}")
+
+
+def batchnorm_layers(model) -> list:
+    """The BatchNormalization layers of ``model`` (one level deep: the backbone's own layers)."""
+    from keras import layers
+
+    return [layer for layer in model.layers if isinstance(layer, layers.BatchNormalization)]
+
+
+def dtype_summary(model) -> dict:
+    """What ``model`` computes in and stores: the backbone layers' compute dtypes, every variable's dtype,
+    the output's dtype (mixed precision: float16, float32, float32)."""
+    from keras import layers
+
+    backbone = model.get_layer(BACKBONE_NAME)
+    return {
+        "policy": backbone.dtype_policy.name,
+        "backbone_compute_dtypes": sorted({layer.compute_dtype for layer in backbone.layers
+                                           if not isinstance(layer, layers.InputLayer)}),
+        "variable_dtypes": sorted({str(v.dtype) for v in model.weights}),
+        "output_dtype": str(model.outputs[0].dtype),
+    }
 
 
 def from_scratch(config: TrainConfig) -> bool:

@@ -29,8 +29,14 @@ def verbose() -> bool:
 
 
 def quiet_tensorflow_logs() -> None:
-    """Before TensorFlow loads: its C++ INFO lines only with ``-v`` (a value the user set is kept)."""
+    """Before TensorFlow loads: its C++ INFO lines only with ``-v`` (a value the user set is kept).
+
+    Its Python INFO lines too: MirroredStrategy logs every reduction it sets up
+    ("Reduce to /job:localhost/... then broadcast", "Collective all_reduce tensors").
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose() else "2")
+    if not verbose():
+        logging.getLogger("tensorflow").setLevel(logging.WARNING)
 
 
 def load_tensorflow():

@@ -25,8 +25,8 @@ import numpy as np
 from .callbacks import cosine_lr, make_progress_callback, write_state
 from .config import TrainConfig
 from .evaluate import predict
-from .fit import fine_tune_optimizer, head_targets, loss_and_metrics, with_teacher_targets
-from .model import build_model, feature_extractor, from_scratch, set_fine_tuning
+from .fit import build_training_model, fine_tune_optimizer, head_targets, loss_and_metrics, with_teacher_targets
+from .model import feature_extractor, from_scratch, set_fine_tuning
 from .pipeline import make_crop_dataset, make_dataset, steps_per_epoch
 
 log = logging.getLogger(__name__)
@@ -44,8 +44,12 @@ def chosen_epochs(state: dict) -> tuple[int, int]:
     return head, int(number or 0)
 
 
-def refit(config: TrainConfig, data, state: dict, ckpt_dir: Path) -> Path:
-    """Train a fresh model on train+val for the chosen epochs; its weights file (also recorded in ``state``)."""
+def refit(config: TrainConfig, data, state: dict, ckpt_dir: Path, placement) -> Path:
+    """Train a fresh model on train+val for the chosen epochs; its weights file (also recorded in ``state``).
+
+    ``config`` is as the first run's loops had it (:meth:`~.fit.Placement.scaled`: the global batch and
+    scaled learning rates); ``placement`` builds the fresh model on the same replicas.
+    """
     import keras
 
     head_epochs, finetune_epochs = chosen_epochs(state)
@@ -55,7 +59,7 @@ def refit(config: TrainConfig, data, state: dict, ckpt_dir: Path) -> Path:
              len(rows), head_epochs, finetune_epochs)
     started = time.perf_counter()
     keras.utils.set_random_seed(config.seed + 1)  # not the first run's dropout masks again
-    model = build_model(config, data.num_classes)
+    model = build_training_model(config, data.num_classes, placement)
     set_fine_tuning(model, 0)
     features = predict(feature_extractor(model), data.images, rows, config.batch_size, "features (train+val)")
     targets = head_targets(data, rows, config.batch_size)

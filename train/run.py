@@ -215,6 +215,11 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, force: 
         config = saved
         search_doc = saved_doc.get("search")
         log.info("resuming %s with the settings it started with (%s); other options are ignored", out, rundir.CONFIG)
+    # First: splitting the CPU (--devices cpu:N) must precede TensorFlow's first use of its devices,
+    # and devices that are not there fail before anything is written.
+    placement = device_setup(config)
+    if resume and (out / rundir.CONFIG).exists():
+        _check_same_replicas(out, placement)
     _prepare_out(out, data_dir, resume, force)
     config = config.with_(data_dir=str(data_dir))
     if config.teacher is not None:
@@ -267,7 +272,8 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, force: 
         if teacher is not None:
             extra["teacher"] = teacher.summary()
         _write_json(out / rundir.CONFIG, config.to_json(dataset_fingerprint=audit["fingerprint"], num_classes=len(labels),
-                                                        class_weights_used=use_weights, **extra))
+                                                        class_weights_used=use_weights,
+                                                        training=placement.record(config), **extra))
 
     import keras
 
@@ -282,23 +288,25 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, force: 
                  config.distill_weight, config.distill_temperature)
     data = Data(images, label_rows, sample_weights, split, len(labels), photos, teacher_model)
     keras.utils.set_random_seed(config.seed)
-    strategy, mixed = device_setup(config)
     tensorboard_dir = logs / "tensorboard" if tensorboard else None
     try:
+        keras.mixed_precision.set_global_policy(placement.policy)
         if search_doc is not None:
-            config, state, best_weights = _search(config, search_doc, data, out, strategy, resume, tensorboard_dir)
+            config, state, best_weights, model_dtypes = _search(config, search_doc, data, out, placement, resume,
+                                                                tensorboard_dir)
         else:
-            state, best_weights = _train_once(config, data, ckpt, logs / HISTORY_CSV, strategy, resume, tensorboard_dir)
+            state, best_weights, model_dtypes = _train_once(config, data, ckpt, logs / HISTORY_CSV, placement, resume,
+                                                            tensorboard_dir)
         if config.refit:
             # A refit has no checkpoints of its own: one interrupted starts again on --resume.
             from .refit import refit
 
-            with strategy.scope():
-                best_weights = refit(config, data, state, ckpt)
+            best_weights = refit(placement.scaled(config), data, state, ckpt, placement)
     finally:
         keras.mixed_precision.set_global_policy("float32")
+    run_info = {"mixed_precision": placement.mixed, **placement.record(config), "training_model": model_dtypes}
     final = export_model(config, len(labels), best_weights)
-    metrics = _report(final, data, labels, out, state, config, mixed, started, [r.item.rel for r in records])
+    metrics = _report(final, data, labels, out, state, config, run_info, started, [r.item.rel for r in records])
     # model.keras last: its presence is what marks the training directory complete.
     final.save(ckpt / "final.keras")
     os.replace(ckpt / "final.keras", out / rundir.MODEL)
@@ -309,43 +317,58 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, force: 
     return metrics
 
 
-def _train_once(config: TrainConfig, data, ckpt: Path, history_csv: Path, strategy, resume: bool,
-                tensorboard_dir: Path | None) -> tuple[dict, Path]:
-    """The two training phases, resumable from ``ckpt/state.json``; returns the state and the best weights."""
-    from .fit import fine_tune, train_head
-    from .model import build_model
+def _train_once(config: TrainConfig, data, ckpt: Path, history_csv: Path, placement, resume: bool,
+                tensorboard_dir: Path | None) -> tuple[dict, Path, dict]:
+    """The two training phases, resumable from ``ckpt/state.json``; the state, the best weights and the
+    training model's dtypes.
 
+    The loops see the global batch and the scaled learning rates (``placement.scaled``); config.json keeps
+    the per-replica batch, so a resumed run continues with the same one.
+    """
+    from .fit import build_training_model, fine_tune, train_head
+    from .model import dtype_summary
+
+    scaled = placement.scaled(config)
     state = (read_state(ckpt) if resume else None) or {"phase": "head"}
-    with strategy.scope():
+    with placement.strategy.scope():
         # On resume the weights come from the checkpoint, so the ImageNet file is not needed again.
-        model = build_model(config, data.num_classes, pretrained=state["phase"] == "head")
+        model = build_training_model(config, data.num_classes, placement, pretrained=state["phase"] == "head")
+        dtypes = dtype_summary(model)
         if state["phase"] == "head":
-            train_head(model, data, config, state, ckpt, history_csv)
+            train_head(model, data, scaled, state, ckpt, history_csv)
         else:
             model.load_weights(ckpt / state["last_weights"])
         if state["phase"] == "finetune" and config.fine_tune_top != 0 and config.epochs > 0:
-            fine_tune(model, data, config, state, ckpt, history_csv, tensorboard_dir)
+            fine_tune(model, data, scaled, state, ckpt, history_csv, tensorboard_dir)
     state["phase"] = "done"
     write_state(ckpt, state)
-    return state, ckpt / state["best_weights"]
+    return state, ckpt / state["best_weights"], dtypes
 
 
-def _search(config: TrainConfig, search_doc: dict, data, out: Path, strategy, resume: bool,
-            tensorboard_dir: Path | None) -> tuple[TrainConfig, dict, Path]:
+def _search(config: TrainConfig, search_doc: dict, data, out: Path, placement, resume: bool,
+            tensorboard_dir: Path | None) -> tuple[TrainConfig, dict, Path, dict]:
     """The search instead of one training: the best trial's settings become the run's (config.json, with the
-    search's outcome), its log the run's log; returns them with its state and best weights."""
+    search's outcome), its log the run's log; returns them with its state, best weights and model dtypes."""
     from .search import run_search
 
-    result = run_search(config, Budget.from_json(search_doc["budget"]), search_doc["space"], data, out, strategy,
+    result = run_search(config, Budget.from_json(search_doc["budget"]), search_doc["space"], data, out, placement,
                         resume=resume, tensorboard_dir=tensorboard_dir)
     shutil.copyfile(result.history_csv, out / LOGS / HISTORY_CSV)
     doc = json.loads((out / rundir.CONFIG).read_text(encoding="utf-8"))
     doc.update(result.config.to_json(), search={**search_doc, **result.summary})
     _write_json(out / rundir.CONFIG, doc)
-    return result.config, result.state, result.weights
+    return result.config, result.state, result.weights, result.dtypes
 
 
-def _report(model, data, labels, out: Path, state: dict, config: TrainConfig, mixed: bool, started: float,
+def _check_same_replicas(out: Path, placement) -> None:
+    """Warn when a resumed run trains on a different number of replicas than it started with."""
+    started = json.loads((out / rundir.CONFIG).read_text(encoding="utf-8")).get("training", {}).get("replicas")
+    if started is not None and started != placement.replicas:
+        log.warning("this run started on %d replica(s) and continues on %d: the batch per replica stays, so the "
+                    "global batch and the learning rates change", started, placement.replicas)
+
+
+def _report(model, data, labels, out: Path, state: dict, config: TrainConfig, run_info: dict, started: float,
             names: list[str]) -> dict:
     from .evaluate import predict, report_on
 
@@ -364,8 +387,9 @@ def _report(model, data, labels, out: Path, state: dict, config: TrainConfig, mi
         "best_val_loss": state.get("best_val_loss"),
         "frozen_backbone_forward_images_per_s": state.get("frozen_images_per_s"),
         "finetune_images_per_s": round(float(np.median([h["images_per_s"] for h in finetune])), 1) if finetune else None,
+        "finetune_optimizer_steps": state.get("optimizer_steps"),
         "wall_seconds_this_process": round(time.perf_counter() - started, 1),
-        "mixed_precision": mixed,
+        **run_info,  # devices, replicas, batches, learning rates, precision
         "refit": state.get("refit"),
     }
     test = data.split["test"]

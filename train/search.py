@@ -272,17 +272,22 @@ class SearchResult:
     weights: Path  # the best trial's best weights: the final model
     history_csv: Path  # its per-epoch log
     summary: dict  # config.json["search"]
+    dtypes: dict | None = None  # the training model's precision (model.dtype_summary), None if no trial ran here
 
 
-def run_search(config: TrainConfig, budget: Budget, space: dict, data, out: Path, strategy, *,
+def run_search(config: TrainConfig, budget: Budget, space: dict, data, out: Path, placement, *,
                resume: bool, tensorboard_dir: Path | None = None) -> SearchResult:
-    """Run (or, with ``resume``, continue) the study in ``out/search`` and return its best trial."""
+    """Run (or, with ``resume``, continue) the study in ``out/search`` and return its best trial.
+
+    ``placement`` (:func:`~edgeclass.train.fit.device_setup`) builds every trial's model on its replicas;
+    the trials' loops see the global batch and scaled learning rates, as a single run's do.
+    """
     import keras
     import optuna
 
     from .callbacks import read_state
-    from .fit import fine_tune, head_features, train_head
-    from .model import build_backbone, build_model
+    from .fit import build_training_model, fine_tune, head_features, train_head
+    from .model import dtype_summary
 
     search_dir = out / SEARCH_DIR
     search_dir.mkdir(exist_ok=True)
@@ -301,15 +306,16 @@ def run_search(config: TrainConfig, budget: Budget, space: dict, data, out: Path
     num_classes = data.num_classes
     to_run = n_trials != 0 and (timeout is None or timeout > 0)
 
-    initial = features = None
+    initial = features = dtypes = None
     if to_run:
         keras.utils.set_random_seed(config.seed)
-        with strategy.scope():
-            start = build_model(config, num_classes, pretrained=True)
+        with placement.strategy.scope():
+            start = build_training_model(config, num_classes, placement, pretrained=True)
             # Every trial starts from the same weights (ImageNet backbone, one seeded head) and trains its
             # head on the same frozen features: the trials differ by their parameters only.
             initial = start.get_weights()
-            features = head_features(start, data, config)
+            dtypes = dtype_summary(start)
+            features = head_features(start, data, placement.scaled(config))
         del start
 
     def objective(trial) -> float:
@@ -337,13 +343,14 @@ def run_search(config: TrainConfig, budget: Budget, space: dict, data, out: Path
         keras.utils.set_random_seed(config.seed)
         state: dict = {"phase": "head"}
         pruning = pruning_callback(trial)
-        with strategy.scope():
-            model = build_model(settings, num_classes, backbone=build_backbone(settings, pretrained=False))
+        loops = placement.scaled(settings)
+        with placement.strategy.scope():
+            model = build_training_model(settings, num_classes, placement, pretrained=False)
             model.set_weights(initial)
-            train_head(model, data, settings, state, trial_dir, trial_dir / HISTORY_CSV, features)
+            train_head(model, data, loops, state, trial_dir, trial_dir / HISTORY_CSV, features)
             trial.report(float(state["best_val_loss"]), 0)
             if settings.fine_tune_top != 0:
-                fine_tune(model, data, settings, state, trial_dir, trial_dir / HISTORY_CSV,
+                fine_tune(model, data, loops, state, trial_dir, trial_dir / HISTORY_CSV,
                           tensorboard_dir / f"trial-{trial.number}" if tensorboard_dir else None,
                           extra_callbacks=(pruning,))
         for key, value in _summary(state, time.perf_counter() - started, trial_dir, search_dir).items():
@@ -383,4 +390,4 @@ def run_search(config: TrainConfig, budget: Budget, space: dict, data, out: Path
     log.info("search: best of %d trials is trial %d (val loss %.4f): %s", summary["trials"], best.number,
              best.value, ", ".join(f"{k} {v:g}" for k, v in summary["best_params"].items()))
     return SearchResult(apply_params(config, summary["best_params"]), read_state(best_dir),
-                        search_dir / best.user_attrs["weights"], best_dir / HISTORY_CSV, summary)
+                        search_dir / best.user_attrs["weights"], best_dir / HISTORY_CSV, summary, dtypes)
