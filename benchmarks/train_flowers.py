@@ -159,16 +159,24 @@ def anchor(data_dir: Path, alpha: float, input_size: int, seed: int | None) -> d
 
 def train_once(args, seed: int | None, out: Path, env: dict) -> dict:
     """One ``edgeclass train`` run (a child process, timed whole); its figures from ``metrics.json``."""
+    # "{seed}" in an option stands for this run's seed (e.g. --teacher /tmp/teachers/seed-{seed}).
+    extra = [a.replace("{seed}", str(seed)) for a in args.extra]
     command = [str(Path(sys.executable).with_name("edgeclass")), "train", str(args.data), "-o", str(out), "--force",
-               "--alpha", str(args.alpha), "--input-size", str(args.input_size), *args.extra]
+               "--alpha", str(args.alpha), "--input-size", str(args.input_size), *extra]
     if seed is not None:
         command += ["--seed", str(seed)]
     print("$", "KERAS_HOME=" + env["KERAS_HOME"], " ".join(command), flush=True)
     start = time.perf_counter()
     subprocess.run(command, env=env, check=True)
-    wall = time.perf_counter() - start
+    return read_run(out, seed, wall=time.perf_counter() - start)
+
+
+def read_run(out: Path, seed: int | None, wall: float | None = None) -> dict:
+    """A finished run's figures from its ``metrics.json`` (``wall``: the command's time, when timed here)."""
     metrics = json.loads((out / "report" / "metrics.json").read_text())
     training = metrics["training"]
+    if wall is None:  # read back later: the run's own measure of its training process
+        wall = training["wall_seconds_this_process"]
     return {
         "seed": seed,
         "val_accuracy": metrics["train_val_gap"]["val_accuracy"],
@@ -216,7 +224,10 @@ def main() -> None:
     parser.add_argument("--on", choices=("val", "test"), default="test",
                         help="with --seeds: the figures to summarise; 'val' to decide a recipe (test stays unseen), "
                              "'test' once, to report the recipe chosen")
-    parser.add_argument("extra", nargs="*", help="more 'edgeclass train' options, after --")
+    parser.add_argument("--from-runs", action="store_true",
+                        help="with --seeds: summarise the runs already in OUT/seed-S instead of training again "
+                             "(to report test once for the recipe validation chose)")
+    parser.add_argument("extra", nargs="*", help="more 'edgeclass train' options, after -- ('{seed}' = the run's seed)")
     args = parser.parse_args()
     if not args.data.is_dir():
         sys.exit(f"benchmark needs the flowers dataset at {args.data}; not found")
@@ -236,7 +247,10 @@ def main() -> None:
         seeds = [int(s) for s in args.seeds.split(",")]
         runs = []
         for seed in seeds:
-            figures = train_once(args, seed, out / f"seed-{seed}", env)
+            if args.from_runs:
+                figures = read_run(out / f"seed-{seed}", seed)
+            else:
+                figures = train_once(args, seed, out / f"seed-{seed}", env)
             figures["extra"] = args.extra
             if args.on == "val":
                 figures = {k: v for k, v in figures.items() if not k.startswith("test") and k != "train_val_gap"}
