@@ -300,8 +300,9 @@ def _interactive(args, tmp_path: Path, *, ignore_hup: bool = False, env: dict | 
     clean = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "JOURNAL_STREAM")}
 
     def child_setup() -> None:
-        if ignore_hup:  # what `nohup` does before exec
-            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        # What `nohup` does before exec; otherwise the default a terminal's shell gives, whatever this test
+        # runner inherited (under `nohup pytest` SIGHUP arrives ignored, and edgeclass keeps an ignored hang-up).
+        signal.signal(signal.SIGHUP, signal.SIG_IGN if ignore_hup else signal.SIG_DFL)
 
     return subprocess.Popen([sys.executable, "-m", "edgeclass.device.cli", "run", *map(str, args)],
                             stdout=subprocess.PIPE, stderr=(tmp_path / "stderr.txt").open("w"), text=True,
@@ -314,7 +315,7 @@ def test_terminal_hangup_stops_an_interactive_run(colour_bundle, colour_video, t
     proc = _interactive(["-b", colour_bundle, "-s", colour_video, "--loop", "--realtime", "-f", "jsonl"], tmp_path)
     try:
         assert proc.stdout.readline().startswith("{")
-        # Keep reading, as a terminal would: a full pipe would block the run's writes, not the hang-up.
+        # Keep reading, as a terminal would.
         threading.Thread(target=proc.stdout.read, daemon=True).start()
         sent = time.monotonic()
         proc.send_signal(signal.SIGHUP)
