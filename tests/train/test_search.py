@@ -132,12 +132,17 @@ def test_a_time_budget_alone_stops_starting_trials(tmp_path):
 
 
 def _wait_for_trial(out: Path, proc: subprocess.Popen, number: int, timeout: float = 300) -> None:
-    """Until trials.json shows trial ``number`` (written as it starts)."""
+    """Until trial ``number`` has trained its head (its log exists): well inside the trial.
+
+    Not the moment trials.json first shows it: the trial then clears Keras' session, and a Ctrl-C that
+    lands in a garbage collector's weakref callback there is swallowed by Python ("Exception ignored").
+    """
     path = out / "search" / "trials.json"
+    log = out / "search" / f"trial-{number}" / "history.csv"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, f"the search ended before trial {number}: {proc.communicate()}"
-        if path.exists() and any(t["trial"] == number for t in json.loads(path.read_text())):
+        if log.exists() and path.exists() and any(t["trial"] == number for t in json.loads(path.read_text())):
             return
         time.sleep(0.05)
     raise AssertionError(f"no trial {number} within {timeout} s")
