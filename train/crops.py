@@ -27,6 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeclass.device.bundle import ResizePolicy
+from edgeclass.device.pipeline.preprocess import resize_image
+
 CACHE_SCALE = 1.15  # short side of the cached photo, as a multiple of the input size
 MAX_ASPECT = 2.0  # longest kept long side, as a multiple of the short side
 RATIO = (3 / 4, 4 / 3)  # crop aspect ratios (width / height), as in ImageNet training
@@ -38,13 +41,8 @@ def cache_short_side(input_size: int) -> int:
 
 
 def _resize(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
-    """The device's rule: INTER_AREA when shrinking (no aliasing), INTER_LINEAR when enlarging."""
-    import cv2
-
-    if rgb.shape[0] == height and rgb.shape[1] == width:
-        return np.ascontiguousarray(rgb)
-    shrinking = rgb.shape[0] > height or rgb.shape[1] > width
-    return cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    """The device's own resize, without its crop (the crop is already cut): same interpolation rule."""
+    return resize_image(rgb, height, width, ResizePolicy.STRETCH)
 
 
 def whole_photo(rgb: np.ndarray, short_side: int) -> np.ndarray:
