@@ -59,18 +59,10 @@ class TeacherError(EdgeclassError):
 
 
 @dataclass(frozen=True)
-class Teacher:
+class Teacher(rundir.TrainingDir):
     """A finished training directory used as the teacher, read without TensorFlow."""
 
-    path: Path
-    config: dict
-    labels: tuple[str, ...]
-    split: dict
     metrics: dict  # its report/metrics.json ({} when it has none)
-
-    @property
-    def input_size(self) -> int:
-        return int(self.config["input_size"])
 
     def summary(self) -> dict:
         """What ``config.json`` and the report record about the teacher."""
@@ -196,7 +188,7 @@ def load_teacher_model(teacher: Teacher, input_size: int):
     """The teacher's float model taking this run's input size (resized inside when the sizes differ)."""
     import keras
 
-    model = keras.models.load_model(teacher.path / rundir.MODEL, compile=False)
+    model = keras.models.load_model(teacher.model_path, compile=False)
     model.trainable = False  # BatchNorm in inference mode, no gradients, whatever the caller's training flag
     if teacher.input_size == input_size:
         return model
