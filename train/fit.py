@@ -227,13 +227,32 @@ def head_targets(data: Data, rows, batch_size: int) -> np.ndarray:
     return np.concatenate([y, soft_targets(data.teacher, data.images, rows, batch_size)], axis=1)
 
 
-def with_teacher_targets(batches, data: Data):
-    """Training batches as they are, or with the teacher's scores on the very crops trained on beside the labels."""
+def training_batches(data: Data, rows, config: TrainConfig, *, seed: int, epochs: int, initial_epoch: int = 0):
+    """Augmented training batches over ``rows`` for epochs ``initial_epoch..epochs``, with the teacher's scores
+    beside the labels when there is a teacher.
+
+    Random crops of the whole photos when they are cached (the dataset then spans every remaining epoch:
+    give ``model.fit`` :func:`fit_steps`), else the centre crops through Keras' random layers.
+    """
+    if data.photos is not None:
+        batches = make_crop_dataset(data.photos, rows, data.labels, data.num_classes, config.batch_size,
+                                    config.input_size, config.augment, seed=seed, epochs=epochs,
+                                    initial_epoch=initial_epoch, sample_weights=data.sample_weights)
+    else:
+        batches = make_dataset(data.images, rows, data.labels, data.num_classes, config.batch_size, shuffle=True,
+                               augment=config.augment, sample_weights=data.sample_weights, seed=seed + initial_epoch)
     if data.teacher is None:
         return batches
     from .distill import with_teacher
 
+    # Soft targets on the very crops trained on.
     return with_teacher(batches, data.teacher, data.num_classes)
+
+
+def fit_steps(data: Data, steps: int) -> int | None:
+    """``steps_per_epoch`` for ``model.fit`` on :func:`training_batches`: the random-crop dataset runs through
+    every epoch in one go, the centre-crop one ends each epoch itself."""
+    return steps if data.photos is not None else None
 
 
 def fine_tune_optimizer(config: TrainConfig):
@@ -338,15 +357,7 @@ def fine_tune(model, data: Data, config: TrainConfig, state: dict, ckpt_dir: Pat
         return
     train_rows = data.split["train"]
     steps = steps_per_epoch(len(train_rows), config.batch_size)
-    if data.photos is not None:
-        train_ds = make_crop_dataset(data.photos, train_rows, data.labels, data.num_classes, config.batch_size,
-                                     config.input_size, config.augment, seed=config.seed, epochs=config.epochs,
-                                     initial_epoch=initial, sample_weights=data.sample_weights)
-    else:
-        train_ds = make_dataset(data.images, train_rows, data.labels, data.num_classes, config.batch_size,
-                                shuffle=True, augment=config.augment, sample_weights=data.sample_weights,
-                                seed=config.seed + initial)
-    train_ds = with_teacher_targets(train_ds, data)
+    train_ds = training_batches(data, train_rows, config, seed=config.seed, epochs=config.epochs, initial_epoch=initial)
     val_ds = make_dataset(data.images, data.split["val"], data.labels, data.num_classes, config.batch_size)
     callbacks = [
         make_checkpoint_callback(ckpt_dir, state, base_lr=config.lr, epochs=config.epochs, patience=config.patience,
@@ -359,7 +370,7 @@ def fine_tune(model, data: Data, config: TrainConfig, state: dict, ckpt_dir: Pat
     callbacks += extra_callbacks
     # shuffle=False: the dataset shuffles itself (Keras would only warn that it ignores the flag).
     model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, initial_epoch=initial, shuffle=False,
-              steps_per_epoch=steps if data.photos is not None else None, verbose=0, callbacks=callbacks)
+              steps_per_epoch=fit_steps(data, steps), verbose=0, callbacks=callbacks)
 
 
 def export_model(config: TrainConfig, num_classes: int, weights_file: Path):

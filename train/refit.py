@@ -25,9 +25,10 @@ import numpy as np
 from .callbacks import cosine_lr, make_progress_callback, write_state
 from .config import TrainConfig
 from .evaluate import predict
-from .fit import build_training_model, fine_tune_optimizer, head_targets, loss_and_metrics, with_teacher_targets
+from .fit import (build_training_model, fine_tune_optimizer, fit_steps, head_targets, loss_and_metrics,
+                  training_batches)
 from .model import feature_extractor, from_scratch, set_fine_tuning
-from .pipeline import make_crop_dataset, make_dataset, steps_per_epoch
+from .pipeline import steps_per_epoch
 
 log = logging.getLogger(__name__)
 
@@ -72,19 +73,12 @@ def refit(config: TrainConfig, data, state: dict, ckpt_dir: Path, placement) -> 
     if finetune_epochs:
         trainable = set_fine_tuning(model, config.fine_tune_top, train_batchnorm=from_scratch(config))
         model.compile(optimizer=fine_tune_optimizer(config), loss=loss, metrics=metrics)
-        if data.photos is not None:
-            batches = make_crop_dataset(data.photos, rows, data.labels, data.num_classes, config.batch_size,
-                                        config.input_size, config.augment, seed=config.seed + 1,
-                                        epochs=finetune_epochs, sample_weights=data.sample_weights)
-        else:
-            batches = make_dataset(data.images, rows, data.labels, data.num_classes, config.batch_size, shuffle=True,
-                                   augment=config.augment, sample_weights=data.sample_weights, seed=config.seed + 1)
-        batches = with_teacher_targets(batches, data)
+        batches = training_batches(data, rows, config, seed=config.seed + 1, epochs=finetune_epochs)
         # The first run's schedule (cosine over --epochs), stopped where validation stopped it.
         schedule = make_schedule_callback(config.lr, config.epochs, steps, config.warmup_epochs)
         progress = make_progress_callback(f"refit: fine-tune ({trainable} backbone layers)", finetune_epochs,
                                           steps=steps)
-        model.fit(batches, epochs=finetune_epochs, steps_per_epoch=steps if data.photos is not None else None,
+        model.fit(batches, epochs=finetune_epochs, steps_per_epoch=fit_steps(data, steps),
                   shuffle=False, verbose=0, callbacks=[schedule, progress])
     path = ckpt_dir / WEIGHTS
     model.save_weights(path)
