@@ -43,7 +43,6 @@ log = logging.getLogger(__name__)
 
 SCAN = "scan.json"
 LOGS = "logs"
-HISTORY_CSV = "history.csv"
 # Everything a run writes; --force removes these and nothing else.
 OUR_FILES = (rundir.MODEL, rundir.LABELS, rundir.CONFIG, rundir.SPLIT, rundir.DATASET, rundir.REPORT, rundir.CHECKPOINTS,
              LOGS, SEARCH_DIR)
@@ -295,8 +294,8 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, force: 
             config, state, best_weights, model_dtypes = _search(config, search_doc, data, out, placement, resume,
                                                                 tensorboard_dir)
         else:
-            state, best_weights, model_dtypes = _train_once(config, data, ckpt, logs / HISTORY_CSV, placement, resume,
-                                                            tensorboard_dir)
+            state, best_weights, model_dtypes = _train_once(config, data, ckpt, logs / rundir.HISTORY_CSV, placement,
+                                                            resume, tensorboard_dir)
         if config.refit:
             # A refit has no checkpoints of its own: one interrupted starts again on --resume.
             from .refit import refit
@@ -353,7 +352,7 @@ def _search(config: TrainConfig, search_doc: dict, data, out: Path, placement, r
 
     result = run_search(config, Budget.from_json(search_doc["budget"]), search_doc["space"], data, out, placement,
                         resume=resume, tensorboard_dir=tensorboard_dir)
-    shutil.copyfile(result.history_csv, out / LOGS / HISTORY_CSV)
+    shutil.copyfile(result.history_csv, out / LOGS / rundir.HISTORY_CSV)
     doc = json.loads((out / rundir.CONFIG).read_text(encoding="utf-8"))
     doc.update(result.config.to_json(), search={**search_doc, **result.summary})
     _write_json(out / rundir.CONFIG, doc)

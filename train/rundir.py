@@ -41,6 +41,7 @@ SPLIT = "split.json"
 DATASET = "dataset.json"
 REPORT = "report"
 CHECKPOINTS = "checkpoints"
+HISTORY_CSV = "history.csv"  # the per-epoch log: logs/ of a run, and each search trial's folder
 REQUIRED = (MODEL, LABELS, CONFIG, SPLIT)
 
 

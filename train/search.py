@@ -43,12 +43,12 @@ from edgeclass.device.errors import EdgeclassError
 from edgeclass.device.files import atomic_write
 
 from .config import TrainConfig
+from .rundir import HISTORY_CSV
 
 log = logging.getLogger(__name__)
 
 SEARCH_DIR = "search"
 TRIALS = "trials.json"  # page_sources.TRIALS is SEARCH_DIR/TRIALS
-HISTORY_CSV = "history.csv"
 OBJECTIVE = "val_loss"
 # Candidate depths for --fine-tune-layers (-1 = all). MobileNetV2 has 154 backbone layers,
 # V3 small 103, V3 large 139; 56 is the default (config.PRETRAINED_FINE_TUNE_LAYERS).
