@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -102,3 +106,31 @@ def trained(tmp_path_factory) -> tuple[Path, Path, object]:
 @pytest.fixture(autouse=True)
 def _quiet_tensorflow(monkeypatch):
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+
+
+# ``edgeclass ARGS`` in a fresh process that reports, once the command ended, its exit code and whether
+# TensorFlow or Keras was ever imported: a property, not a timing.
+PROBE = (
+    "import sys, json\n"
+    "from edgeclass.device.cli import main\n"
+    "sys.argv = ['edgeclass'] + sys.argv[1:]\n"
+    "try:\n"
+    "    main()\n"
+    "    code = 0\n"
+    "except SystemExit as exc:\n"
+    "    code = exc.code\n"
+    "print(json.dumps({'code': code, 'tensorflow': 'tensorflow' in sys.modules, 'keras': 'keras' in sys.modules}))\n"
+)
+
+
+def probe(*args, timeout: float = 180) -> tuple[dict, str]:
+    """Run ``edgeclass ARGS`` under :data:`PROBE`: (its report ``{code, tensorflow, keras}``, its stderr)."""
+    proc = subprocess.run([sys.executable, "-c", PROBE, *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+
+
+def read_history(run: Path) -> list[dict]:
+    """A training directory's per-epoch log, ``logs/history.csv``, one dict per row."""
+    with open(run / "logs" / "history.csv", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))

@@ -12,7 +12,6 @@ before it first uses its devices, which the test process may already have done.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -28,7 +27,7 @@ from edgeclass.train import rundir
 from edgeclass.train.config import ConfigError, parse_devices
 
 from ..conftest import run_edgeclass
-from .conftest import CLASSES, make_tree, pretrained, tiny_train_args
+from .conftest import CLASSES, make_tree, pretrained, probe, read_history, tiny_train_args
 from .test_train import _start, _wait_for_epoch
 
 
@@ -39,19 +38,6 @@ def test_devices_values(text, parsed):
 
 
 # Importing TensorFlow is an error in this process: a bad --devices must be refused before it loads.
-NO_TENSORFLOW = (
-    "import sys, importlib.abc\n"
-    "class Block(importlib.abc.MetaPathFinder):\n"
-    "    def find_spec(self, name, path, target=None):\n"
-    "        if name.split('.')[0] in ('tensorflow', 'keras'):\n"
-    "            raise RuntimeError(f'{name} imported before the options were checked')\n"
-    "sys.meta_path.insert(0, Block())\n"
-    "from edgeclass.device.cli import main\n"
-    "sys.argv = ['edgeclass'] + sys.argv[1:]\n"
-    "main()\n"
-)
-
-
 @pytest.mark.parametrize("value, message", [
     ("cpu:0", "--devices 'cpu:0': the count must be 1 or more, e.g. cpu:2"),
     ("gpu:two", "--devices 'gpu:two': 'two' is not a whole number; expected auto, cpu, cpu:N, gpu or gpu:N"),
@@ -60,19 +46,14 @@ NO_TENSORFLOW = (
     ("cpu:1000", "--devices 'cpu:1000': at most 64 logical CPU devices (cpu:2 is enough to try several replicas)"),
 ], ids=["zero", "not-a-number", "unknown-kind", "auto-with-count", "too-many"])
 def test_bad_devices_is_one_line_before_tensorflow_loads(tree, tmp_path, value, message):
-    result = subprocess.run([sys.executable, "-c", NO_TENSORFLOW, "train", str(tree), "-o", str(tmp_path / "run"),
-                             "--devices", value], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"error: {message}"), result.stderr
+    report, stderr = probe("train", tree, "-o", tmp_path / "run", "--devices", value, timeout=60)
+    assert report["code"] == 2, stderr
+    assert not report["tensorflow"] and not report["keras"], "imported before the options were checked"
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {message}"), stderr
     assert not (tmp_path / "run").exists()
     with pytest.raises(ConfigError, match="--devices"):
         parse_devices(value)
-
-
-def _history(out: Path) -> list[dict]:
-    with open(out / "logs" / "history.csv", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
 
 
 def _accuracy(out: Path) -> float:
@@ -130,7 +111,7 @@ def test_two_logical_cpus_train_with_mirrored_strategy_and_resume(tmp_path):
         assert training["synchronized_batchnorm"] is (not pretrained())  # BatchNorm trains only from scratch
     # The head trained at the scaled rate; the optimizer itself counted one step per global batch
     # over three epochs (steps of 16 would be more), across the interruption.
-    history = _history(out)
+    history = read_history(out)
     head_rates = [float(h["lr"]) for h in history if h["phase"] == "head"]
     assert head_rates and all(rate == pytest.approx(2e-3) for rate in head_rates)
     assert sorted({int(h["epoch"]) for h in history if h["phase"] == "finetune"}) == [1, 2, 3]

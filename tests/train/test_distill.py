@@ -6,8 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +27,7 @@ from edgeclass.train.distill import (  # noqa: E402
 from edgeclass.train.pipeline import make_crop_dataset  # noqa: E402
 from edgeclass.train.split import plan_split, split_json  # noqa: E402
 
-from .conftest import CLASSES, invoke, make_tree, tiny_train_args  # noqa: E402
+from .conftest import CLASSES, invoke, make_tree, probe, read_history, tiny_train_args  # noqa: E402
 
 # Student probabilities p, teacher probabilities q, true class 0 of three.
 P = np.array([[0.7, 0.2, 0.1]], np.float32)
@@ -136,26 +134,6 @@ def test_teacher_sees_the_very_crops_the_student_trains_on(tree, tmp_path, teach
 
 # -- real runs: the session's tiny training run (conftest ``trained``) is the teacher ---------------------------
 
-PROBE = (
-    "import sys, json\n"
-    "from edgeclass.device.cli import main\n"
-    "sys.argv = ['edgeclass'] + sys.argv[1:]\n"
-    "try:\n"
-    "    main()\n"
-    "    code = 0\n"
-    "except SystemExit as exc:\n"
-    "    code = exc.code\n"
-    "print(json.dumps({'code': code, 'tensorflow': 'tensorflow' in sys.modules}))\n"
-)
-
-
-def _history(out: Path) -> list[dict]:
-    import csv
-
-    with open(out / "logs" / "history.csv", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
-
-
 @pytest.mark.slow
 def test_student_trains_from_the_teacher_and_records_it(trained, tmp_path):
     data, teacher, _ = trained
@@ -178,7 +156,7 @@ def test_student_trains_from_the_teacher_and_records_it(trained, tmp_path):
 
     # Same seed, same features, same initial head: without a teacher the head's first epoch would
     # repeat the teacher run's loss exactly (a run is deterministic on the CPU).
-    student, alone = _history(out), _history(teacher)
+    student, alone = read_history(out), read_history(teacher)
     assert student[0]["phase"] == alone[0]["phase"] == "head"
     assert float(student[0]["loss"]) != pytest.approx(float(alone[0]["loss"]), rel=1e-3)
     assert [h["phase"] for h in student].count("finetune") == 3
@@ -187,11 +165,6 @@ def test_student_trains_from_the_teacher_and_records_it(trained, tmp_path):
 def _run_copy(teacher: Path, where: Path) -> Path:
     """A copy of a training directory without its report (smaller) to alter."""
     return Path(shutil.copytree(teacher, where, ignore=shutil.ignore_patterns("report", "logs", "checkpoints")))
-
-
-def _probe(*args) -> tuple[dict, str]:
-    proc = subprocess.run([sys.executable, "-c", PROBE, *map(str, args)], capture_output=True, text=True, timeout=180)
-    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
 
 
 @pytest.mark.slow
@@ -236,14 +209,14 @@ def test_refusals_name_the_teacher_and_the_fix_before_tensorflow_loads(trained, 
             f"edgeclass train DATA -o {tmp_path / 'nowhere'})"),
     }
     for name, (dataset, run, message) in cases.items():
-        report, stderr = _probe("train", dataset, "-o", out, *tiny_train_args(), "--teacher", run)
+        report, stderr = probe("train", dataset, "-o", out, *tiny_train_args(), "--teacher", run)
         assert report["code"] == 2, (name, stderr)
         assert "Traceback" not in stderr, name
         assert stderr.strip().splitlines()[-1] == message, name
         assert not report["tensorflow"], f"{name}: TensorFlow was imported before the refusal"
         assert not out.exists(), name
     # --check-only checks a teacher too, on the split it makes anyway.
-    report, stderr = _probe("train", data, "--check-only", "--teacher", seven)
+    report, stderr = probe("train", data, "--check-only", "--teacher", seven)
     held_out = cases["held-out photos in the teacher's training split"][2]
     assert report["code"] == 2 and stderr.strip().splitlines()[-1] == held_out
 

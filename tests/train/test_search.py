@@ -16,7 +16,7 @@ import pytest
 from edgeclass.train import rundir
 
 from ..conftest import run_edgeclass
-from .conftest import CLASSES, make_tree, tiny_train_args
+from .conftest import CLASSES, make_tree, probe, tiny_train_args
 
 pytest.importorskip("tensorflow")
 pytest.importorskip("optuna")
@@ -218,13 +218,9 @@ def test_a_trial_behind_the_median_is_stopped_after_its_first_fine_tuning_epoch(
     ids=["zero-trials", "negative-minutes", "no-epochs", "no-depth", "resume"],
 )
 def test_search_option_refusals_are_one_line_before_tensorflow(tree, tmp_path, args, message):
-    # The process reports whether TensorFlow was imported when it exits.
-    probe = ("import sys\nfrom edgeclass.device.cli import main\nsys.argv = ['edgeclass'] + sys.argv[1:]\n"
-             "try:\n    main()\nfinally:\n    print('tensorflow loaded:', 'tensorflow' in sys.modules)\n")
-    result = subprocess.run([sys.executable, "-c", probe, "train", str(tree), "-o", str(tmp_path / "run"), *args],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2, result.stderr
-    line = result.stderr.strip()
+    report, stderr = probe("train", tree, "-o", tmp_path / "run", *args, timeout=120)
+    assert report["code"] == 2, stderr
+    line = stderr.strip()
     assert line.startswith("error: ") and "\n" not in line and message in line
-    assert result.stdout.strip() == "tensorflow loaded: False"
+    assert not report["tensorflow"]
     assert not (tmp_path / "run").exists()

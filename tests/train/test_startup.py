@@ -6,7 +6,6 @@ TensorFlow was ever imported: a property, not a timing. The wall time is printed
 
 from __future__ import annotations
 
-import json
 import resource
 import subprocess
 import sys
@@ -14,30 +13,17 @@ import time
 
 import pytest
 
-from .conftest import make_tree
-
-PROBE = (
-    "import sys, json\n"
-    "from edgeclass.device.cli import main\n"
-    "sys.argv = ['edgeclass'] + sys.argv[1:]\n"
-    "try:\n"
-    "    main()\n"
-    "    code = 0\n"
-    "except SystemExit as exc:\n"
-    "    code = exc.code\n"
-    "print(json.dumps({'code': code, 'tensorflow': 'tensorflow' in sys.modules, 'keras': 'keras' in sys.modules}))\n"
-)
-
+from .conftest import make_tree, probe
 
 def _probe(*args) -> tuple[dict, str, float, float]:
     """(the probe's report, stderr, wall seconds, CPU seconds) of one command in a fresh process."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", PROBE, *map(str, args)], capture_output=True, text=True, timeout=120)
+    report, stderr = probe(*args, timeout=120)
     seconds = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr, seconds, cpu
+    return report, stderr, seconds, cpu
 
 
 @pytest.fixture

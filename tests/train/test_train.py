@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -19,17 +18,12 @@ pytest.importorskip("tensorflow")
 from edgeclass.device.errors import EdgeclassError  # noqa: E402
 from edgeclass.train import rundir  # noqa: E402
 
-from .conftest import CLASSES, invoke, make_tree, pretrained, tiny_train_args  # noqa: E402
+from .conftest import CLASSES, invoke, make_tree, pretrained, read_history, tiny_train_args  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
 REPORT_FILES = ("metrics.json", "classification_report.txt", "confusion_matrix.png", "training_curves.png",
                 "worst_misclassified.png")
-
-
-def _history(out: Path) -> list[dict]:
-    with open(out / "logs" / "history.csv", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
 
 
 def test_training_directory_is_complete_and_matches_the_contract(trained):
@@ -59,7 +53,7 @@ def test_training_directory_is_complete_and_matches_the_contract(trained):
 
     for name in REPORT_FILES:
         assert (out / "report" / name).stat().st_size > 0, name
-    history = _history(out)
+    history = read_history(out)
     assert [h["phase"] for h in history].count("finetune") == 3
     assert [int(h["step"]) for h in history] == list(range(1, len(history) + 1))
     assert "test accuracy" in result.output
@@ -235,7 +229,7 @@ def test_ctrl_c_and_kill_lose_nothing_with_resume(tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"resuming fine-tuning after epoch {killed_after} of 6" in result.stderr
     assert "dataset unchanged since the run started: reusing the decoded image cache" in result.stderr
-    finetune = [int(h["epoch"]) for h in _history(out) if h["phase"] == "finetune"]
+    finetune = [int(h["epoch"]) for h in read_history(out) if h["phase"] == "finetune"]
     # Epochs interrupted mid-way are redone; completed ones are never repeated.
     assert sorted(set(finetune)) == list(range(1, 7))
     state = json.loads((out / "checkpoints" / "state.json").read_text())
@@ -356,5 +350,5 @@ def test_a_seeded_run_repeats_exactly_on_the_cpu(trained, tmp_path):
     assert len(first) == len(second)
     for a, b in zip(first, second):
         np.testing.assert_array_equal(a, b)
-    losses = [[row["loss"] for row in _history(run)] for run in (out, again)]
+    losses = [[row["loss"] for row in read_history(run)] for run in (out, again)]
     assert losses[0] == losses[1]
