@@ -114,18 +114,10 @@ def make_checkpoint_callback(ckpt_dir: Path, state: dict, *, base_lr: float, epo
                              images_per_epoch: int, history_csv: Path, steps_per_epoch: int, warmup_epochs: int = 0):
     """Per step: set the learning rate (warm-up, then cosine); per epoch: save weights/optimizer/state, stop early."""
 
-    class Checkpoint(_callback_base()):
+    class Checkpoint(_schedule_class(base_lr, epochs, steps_per_epoch, warmup_epochs)):
         def on_epoch_begin(self, epoch, logs=None):
-            self.epoch = epoch
+            super().on_epoch_begin(epoch, logs)
             self.started = time.perf_counter()
-
-        def on_train_batch_begin(self, batch, logs=None):
-            # Per step, so the warm-up ramps within the first epoch instead of starting
-            # at the full rate. (On flowers it did not remove the dip in val accuracy
-            # after the first fine-tuning epoch, so that dip is not the size of the first
-            # steps; more likely the head meeting augmented images for the first time.)
-            self.lr = cosine_lr(base_lr, self.epoch + (batch + 0.5) / steps_per_epoch, epochs, warmup_epochs)
-            self.model.optimizer.learning_rate = self.lr
 
         def on_epoch_end(self, epoch, logs=None):
             logs = {k: float(v) for k, v in (logs or {}).items()}
@@ -167,6 +159,29 @@ def make_checkpoint_callback(ckpt_dir: Path, state: dict, *, base_lr: float, epo
                 self.model.stop_training = True
 
     return Checkpoint()
+
+
+def make_schedule_callback(base_lr: float, epochs: int, steps_per_epoch: int, warmup_epochs: int = 0):
+    """Sets the learning rate before every step: :func:`cosine_lr` at that step (``.lr`` is the last one set)."""
+    return _schedule_class(base_lr, epochs, steps_per_epoch, warmup_epochs)()
+
+
+def _schedule_class(base_lr: float, epochs: int, steps_per_epoch: int, warmup_epochs: int):
+    """The callback class behind :func:`make_schedule_callback` (the checkpoint callback extends it)."""
+
+    class Schedule(_callback_base()):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_begin(self, batch, logs=None):
+            # Per step, so the warm-up ramps within the first epoch instead of starting
+            # at the full rate. (On flowers it did not remove the dip in val accuracy
+            # after the first fine-tuning epoch, so that dip is not the size of the first
+            # steps; more likely the head meeting augmented images for the first time.)
+            self.lr = cosine_lr(base_lr, self.epoch + (batch + 0.5) / steps_per_epoch, epochs, warmup_epochs)
+            self.model.optimizer.learning_rate = self.lr
+
+    return Schedule
 
 
 def append_csv(path: Path, row: dict) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .callbacks import cosine_lr, make_progress_callback, write_state
+from .callbacks import make_progress_callback, make_schedule_callback, write_state
 from .config import TrainConfig
 from .evaluate import predict
 from .fit import (build_training_model, fine_tune_optimizer, fit_steps, head_targets, loss_and_metrics,
@@ -87,17 +87,3 @@ def refit(config: TrainConfig, data, state: dict, ckpt_dir: Path, placement) -> 
     write_state(ckpt_dir, state)
     return path
 
-
-def make_schedule_callback(base_lr: float, epochs: int, steps: int, warmup_epochs: int):
-    """Sets the learning rate before every step: :func:`~edgeclass.train.callbacks.cosine_lr` at that step."""
-    import keras
-
-    class Schedule(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.epoch = epoch
-
-        def on_train_batch_begin(self, batch, logs=None):
-            self.model.optimizer.learning_rate = cosine_lr(base_lr, self.epoch + (batch + 0.5) / steps, epochs,
-                                                           warmup_epochs)
-
-    return Schedule()
