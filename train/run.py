@@ -93,9 +93,9 @@ def check_before_training(config: TrainConfig, out: str | Path, *, resume: bool 
     data_dir = Path(config.data_dir).expanduser().resolve()
     teacher = config.teacher
     if resume and (out / rundir.CONFIG).exists():
-        saved = json.loads((out / rundir.CONFIG).read_text(encoding="utf-8"))
-        data_dir, teacher = Path(saved["data_dir"]), saved.get("teacher")
-        teacher = teacher["path"] if isinstance(teacher, dict) else teacher  # resumed with the teacher it started with
+        # Resumed with the dataset and the teacher it started with.
+        saved = TrainConfig.from_json(json.loads((out / rundir.CONFIG).read_text(encoding="utf-8")))
+        data_dir, teacher = Path(saved.data_dir), saved.teacher
     _check_out(out, data_dir, resume, force)
     layout = discover(data_dir)
     if not resume and config.weights not in ("imagenet", "none") and not Path(config.weights).expanduser().is_file():
